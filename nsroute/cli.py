@@ -67,8 +67,10 @@ def genpsk() -> None:
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), help="`wg setconf` file to apply at start.")
 @click.option("--socket-netns", metavar="NS", help="Open the UDP socket inside this named netns.")
 @click.option("--foreground", "-f", is_flag=True, help="Stay in the foreground.")
-@click.option("--mtu", type=int, default=1420, show_default=True, help="TUN MTU.")
-def engine(ifname: str, config_file: str | None, socket_netns: str | None, foreground: bool, mtu: int) -> None:
+@click.option("--mtu", type=click.IntRange(576, 65535), default=1420, show_default=True, help="TUN MTU.")
+@click.option("--pidfile", type=click.Path(dir_okay=False), help="Write the engine's PID here once it serves.")
+def engine(ifname: str, config_file: str | None, socket_netns: str | None, foreground: bool, mtu: int,
+           pidfile: str | None) -> None:
     """Run the WireGuard engine: TUN IFNAME here, UDP socket in --socket-netns.
 
     \b
@@ -79,7 +81,7 @@ def engine(ifname: str, config_file: str | None, socket_netns: str | None, foreg
 
     try:
         code = daemon.run_engine(ifname, config_file=config_file, socket_netns=socket_netns,
-                                 foreground=foreground, mtu=mtu)
+                                 foreground=foreground, mtu=mtu, pidfile=pidfile)
     except daemon.EngineError as e:
         raise _fail(e) from None
     sys.exit(code)

@@ -1,0 +1,100 @@
+"""Starting the engine: as `nsroute-wg IFNAME` (a wireguard-go drop-in) or `nsroute engine`."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+from ..config import ConfigError
+from ..config import load as load_config
+from . import uapi
+from .control import ControlError
+from .loop import Engine, install_signal_handlers
+from .nsenter import NetnsError, in_netns
+from .tun import TunError
+from .udp import UDPError
+
+
+class EngineError(Exception):
+    """Start-up failed; the message is one line for the user."""
+
+
+def _resolve_in(netns: str | None):
+    """Endpoints given as names are resolved where the socket lives."""
+    import socket
+
+    def resolve(ep: tuple[str, int]) -> tuple[str, int]:
+        with in_netns(netns):
+            try:
+                infos = socket.getaddrinfo(ep[0], ep[1], type=socket.SOCK_DGRAM)
+            except OSError as e:
+                raise EngineError(f"cannot resolve endpoint {ep[0]}: {e}") from None
+        return infos[0][4][0], infos[0][4][1]
+
+    return resolve
+
+
+def run_engine(ifname: str, config_file: str | None = None, socket_netns: str | None = None,
+               foreground: bool = False, mtu: int = 1420, pidfile: str | None = None,
+               bring_up: bool | None = None) -> int:
+    from ..config import check_ifname
+
+    try:
+        check_ifname(ifname)
+    except ValueError as e:
+        raise EngineError(str(e)) from None
+    if os.geteuid() != 0:
+        raise EngineError("must run as root (it creates a TUN device)")
+    logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO").upper(),
+                        format=f"nsroute[{ifname}] %(levelname)s %(message)s", stream=sys.stderr)
+    plan = None
+    if config_file:
+        try:
+            cfg = load_config(config_file, quick=False)
+        except ConfigError as e:
+            raise EngineError(str(e)) from None
+        plan = uapi.plan_from_config(cfg, resolve=_resolve_in(socket_netns))
+    try:
+        engine = Engine(ifname, mtu=mtu, socket_netns=socket_netns,
+                        bring_up=bool(config_file or socket_netns) if bring_up is None else bring_up)
+    except (TunError, UDPError, ControlError, NetnsError) as e:
+        raise EngineError(e.strerror or str(e)) from None
+    try:
+        if plan is not None:
+            engine.apply(plan)
+    except uapi.UAPIError as e:
+        engine.close()
+        raise EngineError(f"{config_file}: {e}") from None
+    if not foreground:
+        _daemonize()
+    if pidfile:
+        with open(pidfile, "w") as f:
+            f.write(f"{os.getpid()}\n")
+    install_signal_handlers(engine)
+    try:
+        return engine.run()
+    finally:
+        engine.close()
+        if pidfile:
+            try:
+                os.unlink(pidfile)
+            except FileNotFoundError:
+                pass
+
+
+def _daemonize() -> None:
+    """Everything is set up, so the parent can report success truthfully and leave."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if os.fork() > 0:
+        os._exit(0)
+    os.setsid()
+    if os.fork() > 0:
+        os._exit(0)
+    devnull = os.open(os.devnull, os.O_RDWR)
+    log_path = os.environ.get("NSROUTE_LOG")
+    out = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600) if log_path else devnull
+    os.dup2(devnull, 0)
+    os.dup2(out, 1)
+    os.dup2(out, 2)

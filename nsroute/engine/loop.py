@@ -1,0 +1,232 @@
+"""The engine's event loop: TUN, UDP sockets and UAPI around one sans-IO Device.
+
+Each wake-up drains every ready descriptor in batches (up to BATCH packets per source),
+feeds the device, then flushes everything the device produced at once. Batching the
+syscalls is where a Python data path gets its speed; the device never does I/O itself.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import select
+import signal
+import socket
+import time
+from collections import Counter
+
+from ..wireguard.device import Device
+from . import uapi
+from .control import ControlSocket
+from .tun import Tun
+from .udp import UDPSockets
+
+log = logging.getLogger("nsroute.engine")
+BATCH = 128
+HOUSEKEEPING = 1.0
+_RECV_SIZE = 65536
+
+
+class Engine:
+    def __init__(self, ifname: str, mtu: int = 1420, socket_netns: str | None = None,
+                 bring_up: bool = False) -> None:
+        self.device = Device(wall_offset=time.time() - time.monotonic(), mtu=mtu)
+        self.errors: Counter[str] = Counter()
+        self.tun = Tun(ifname, mtu)
+        self.udp = UDPSockets(socket_netns)
+        self.control: ControlSocket | None = None
+        try:
+            self.udp.bind(0)
+            self.device.listen_port = self.udp.port
+            self.control = ControlSocket(self.tun.name, self._uapi)
+            if bring_up:
+                self.tun.set_up()
+        except BaseException:
+            self.close()
+            raise
+        self._stop = False
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+
+    # ------------------------------------------------------------------ UAPI
+
+    def _uapi(self, op: str, lines: list[str]) -> str:
+        if op == "get":
+            return uapi.serialize_get(self.device)
+        if op == "set":
+            plan = uapi.parse_set(lines)
+            self.apply(plan)
+            return ""
+        raise uapi.UAPIError(errno.EPROTO, "request is neither get=1 nor set=1")
+
+    def apply(self, plan: uapi.Plan) -> None:
+        uapi.apply(self.device, plan, time.monotonic(), rebind=self._rebind)
+        self._flush_udp()
+
+    def _rebind(self, port: int, fwmark: int) -> int:
+        if port == self.udp.port and port != 0:
+            self.udp.set_fwmark(fwmark)
+        else:
+            self.udp.bind(port, fwmark)
+            self._register_udp()
+        return self.udp.port
+
+    # ------------------------------------------------------------------ loop
+
+    def stop(self, *_args) -> None:
+        self._stop = True
+        try:
+            self._wake_w.send(b"x")
+        except OSError:
+            pass
+
+    def _register_udp(self) -> None:
+        if not hasattr(self, "_ep"):
+            return
+        for fd in list(self._udp_fds):
+            try:
+                self._ep.unregister(fd)
+            except OSError:
+                pass
+        self._udp_fds = {}
+        for s in self.udp.sockets():
+            self._udp_fds[s.fileno()] = s
+            self._ep.register(s.fileno(), select.EPOLLIN)
+
+    def run(self) -> int:
+        """Serve until a signal, the TUN's removal or the UAPI socket's removal."""
+        ep = self._ep = select.epoll()
+        self._udp_fds: dict[int, socket.socket] = {}
+        tun_fd = self.tun.fd
+        ep.register(tun_fd, select.EPOLLIN)
+        assert self.control is not None
+        listen_fd = self.control.listener.fileno()
+        ep.register(listen_fd, select.EPOLLIN)
+        ep.register(self._wake_r.fileno(), select.EPOLLIN)
+        self._register_udp()
+        device = self.device
+        next_house = time.monotonic() + HOUSEKEEPING
+        reason = "stopped"
+        while not self._stop:
+            now = time.monotonic()
+            deadline = device.next_deadline()
+            wait = min(next_house, deadline) - now if deadline is not None else next_house - now
+            try:
+                events = ep.poll(max(0.0, wait), 64)
+            except InterruptedError:
+                continue
+            now = time.monotonic()
+            for fd, ev in events:
+                if fd == tun_fd:
+                    if not self._read_tun(now):
+                        reason = "TUN device removed"
+                        self._stop = True
+                elif fd in self._udp_fds:
+                    self._read_udp(self._udp_fds[fd], now)
+                elif fd == listen_fd:
+                    for conn in self.control.accept():
+                        ep.register(conn.fileno(), select.EPOLLIN)
+                elif fd == self._wake_r.fileno():
+                    try:
+                        self._wake_r.recv(64)
+                    except BlockingIOError:
+                        pass
+                elif fd in self.control.clients:
+                    if ev & (select.EPOLLHUP | select.EPOLLERR) and not ev & select.EPOLLIN:
+                        ep.unregister(fd)
+                        self.control.drop(fd)
+                    elif not self.control.readable(fd):
+                        try:
+                            ep.unregister(fd)
+                        except (OSError, ValueError):
+                            pass
+            deadline = device.next_deadline()
+            if deadline is not None and now >= deadline:
+                device.handle_timers(now)
+            self._flush_udp()
+            self._flush_tun()
+            if now >= next_house:
+                next_house = now + HOUSEKEEPING
+                if not self.tun.exists():
+                    reason, self._stop = "TUN device removed", True
+                elif not self.control.still_there():
+                    reason, self._stop = "UAPI socket removed", True
+        log.info("engine exiting: %s", reason)
+        ep.close()
+        return 0
+
+    # ------------------------------------------------------------------ data path
+
+    def _read_tun(self, now: float) -> bool:
+        fd = self.tun.fd
+        send = self.device.send_packet
+        for _ in range(BATCH):
+            try:
+                pkt = os.read(fd, _RECV_SIZE)
+            except BlockingIOError:
+                break
+            except OSError as e:
+                if e.errno in (errno.EBADFD, errno.ENODEV, errno.EIO):
+                    return False
+                self.errors[f"tun_read_{e.errno}"] += 1
+                break
+            send(pkt, now)
+        return True
+
+    def _read_udp(self, sock: socket.socket, now: float) -> None:
+        recv = sock.recvfrom
+        receive = self.device.receive_datagram
+        for _ in range(BATCH):
+            try:
+                data, addr = recv(_RECV_SIZE)
+            except BlockingIOError:
+                break
+            except OSError as e:
+                self.errors[f"udp_read_{e.errno}"] += 1
+                break
+            receive(data, (addr[0], addr[1]), now)
+
+    def _flush_udp(self) -> None:
+        out = self.device.udp_out
+        if not out:
+            return
+        self.device.udp_out = []
+        v4, v6 = self.udp.v4, self.udp.v6
+        for data, ep in out:
+            sock = v6 if ":" in ep[0] else v4
+            if sock is None:
+                self.errors["udp_no_socket_for_family"] += 1
+                continue
+            try:
+                sock.sendto(data, ep)
+            except BlockingIOError:
+                self.errors["udp_send_eagain"] += 1
+            except OSError as e:
+                self.errors[f"udp_send_{errno.errorcode.get(e.errno, e.errno)}"] += 1
+
+    def _flush_tun(self) -> None:
+        out = self.device.tun_out
+        if not out:
+            return
+        self.device.tun_out = []
+        fd = self.tun.fd
+        write = os.write
+        for pkt in out:
+            try:
+                write(fd, pkt)
+            except OSError as e:
+                self.errors[f"tun_write_{errno.errorcode.get(e.errno, e.errno)}"] += 1
+
+    def close(self) -> None:
+        if self.control:
+            self.control.close()
+            self.control = None
+        self.udp.close()
+        self.tun.close()
+
+
+def install_signal_handlers(engine: Engine) -> None:
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, engine.stop)
