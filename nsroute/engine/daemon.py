@@ -55,22 +55,31 @@ def run_engine(ifname: str, config_file: str | None = None, socket_netns: str | 
         except ConfigError as e:
             raise EngineError(str(e)) from None
         plan = uapi.plan_from_config(cfg, resolve=_resolve_in(socket_netns))
+    ready_w = None if foreground else _daemonize()
     try:
-        engine = Engine(ifname, mtu=mtu, socket_netns=socket_netns,
-                        bring_up=bool(config_file or socket_netns) if bring_up is None else bring_up)
-    except (TunError, UDPError, ControlError, NetnsError) as e:
-        raise EngineError(e.strerror or str(e)) from None
-    try:
-        if plan is not None:
-            engine.apply(plan)
-    except uapi.UAPIError as e:
-        engine.close()
-        raise EngineError(f"{config_file}: {e}") from None
-    if not foreground:
-        _daemonize()
+        try:
+            engine = Engine(ifname, mtu=mtu, socket_netns=socket_netns,
+                            bring_up=bool(config_file or socket_netns) if bring_up is None else bring_up)
+        except (TunError, UDPError, ControlError, NetnsError) as e:
+            raise EngineError(e.strerror or str(e)) from None
+        try:
+            if plan is not None:
+                engine.apply(plan)
+        except uapi.UAPIError as e:
+            engine.close()
+            raise EngineError(f"{config_file}: {e}") from None
+    except EngineError as e:
+        if ready_w is None:
+            raise
+        os.write(ready_w, f"{e}\n".encode())
+        os._exit(1)
     if pidfile:
         with open(pidfile, "w") as f:
             f.write(f"{os.getpid()}\n")
+    if ready_w is not None:
+        os.write(ready_w, b"ok\n")
+        os.close(ready_w)
+        _detach_stdio()
     install_signal_handlers(engine)
     try:
         return engine.run()
@@ -83,15 +92,34 @@ def run_engine(ifname: str, config_file: str | None = None, socket_netns: str | 
                 pass
 
 
-def _daemonize() -> None:
-    """Everything is set up, so the parent can report success truthfully and leave."""
+def _daemonize() -> int:
+    """Fork before creating anything, so the TUN, sockets and UAPI credentials all belong to
+    the daemon; the parent waits for the child's verdict and exits with it."""
     sys.stdout.flush()
     sys.stderr.flush()
+    r, w = os.pipe()
     if os.fork() > 0:
-        os._exit(0)
+        os.close(w)
+        verdict = b""
+        while True:
+            chunk = os.read(r, 4096)
+            if not chunk:
+                break
+            verdict += chunk
+        if verdict.startswith(b"ok"):
+            os._exit(0)
+        msg = verdict.decode(errors="replace").strip() or "engine died during start-up"
+        sys.stderr.write(f"{msg}\n")
+        sys.stderr.flush()
+        os._exit(1)
+    os.close(r)
     os.setsid()
     if os.fork() > 0:
         os._exit(0)
+    return w
+
+
+def _detach_stdio() -> None:
     devnull = os.open(os.devnull, os.O_RDWR)
     log_path = os.environ.get("NSROUTE_LOG")
     out = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600) if log_path else devnull
