@@ -39,7 +39,7 @@ class Engine:
         try:
             self.udp.bind(0)
             self.device.listen_port = self.udp.port
-            self.control = ControlSocket(self.tun.name, self._uapi)
+            self.control = ControlSocket(self.tun.name, self._uapi_guarded)
             if bring_up:
                 self.tun.set_up()
         except BaseException:
@@ -60,6 +60,15 @@ class Engine:
             self.apply(plan)
             return ""
         raise uapi.UAPIError(errno.EPROTO, "request is neither get=1 nor set=1")
+
+    def _uapi_guarded(self, op: str, lines: list[str]) -> str:
+        try:
+            return self._uapi(op, lines)
+        except uapi.UAPIError:
+            raise
+        except Exception:
+            self._internal_error("uapi")
+            raise uapi.UAPIError(errno.EIO, "internal error") from None
 
     def apply(self, plan: uapi.Plan) -> None:
         uapi.apply(self.device, plan, time.monotonic(), rebind=self._rebind)
@@ -144,7 +153,10 @@ class Engine:
                             pass
             deadline = device.next_deadline()
             if deadline is not None and now >= deadline:
-                device.handle_timers(now)
+                try:
+                    device.handle_timers(now)
+                except Exception:
+                    self._internal_error("handle_timers")
             self._flush_udp()
             self._flush_tun()
             if now >= next_house:
@@ -156,6 +168,11 @@ class Engine:
         log.info("engine exiting: %s", reason)
         ep.close()
         return 0
+
+    def _internal_error(self, where: str) -> None:
+        self.errors[f"internal_{where}"] += 1
+        if self.errors[f"internal_{where}"] <= 10:
+            log.exception("internal error in %s (packet dropped, engine continues)", where)
 
     # ------------------------------------------------------------------ data path
 
@@ -172,7 +189,10 @@ class Engine:
                     return False
                 self.errors[f"tun_read_{e.errno}"] += 1
                 break
-            send(pkt, now)
+            try:
+                send(pkt, now)
+            except Exception:  # a bug must cost one packet, never the tunnel
+                self._internal_error("send_packet")
         return True
 
     def _read_udp(self, sock: socket.socket, now: float) -> None:
@@ -186,7 +206,10 @@ class Engine:
             except OSError as e:
                 self.errors[f"udp_read_{e.errno}"] += 1
                 break
-            receive(data, (addr[0], addr[1]), now)
+            try:
+                receive(data, (addr[0], addr[1]), now)
+            except Exception:
+                self._internal_error("receive_datagram")
 
     def _flush_udp(self) -> None:
         out = self.device.udp_out
