@@ -58,7 +58,7 @@ class Site:
     """
 
     def __init__(self, lab: Lab, tmp: Path, server: str = "wireguard-go", dhcp: bool = True,
-                 endpoint: str | None = None, lease: str = "2m") -> None:
+                 endpoint: str | None = None, lease: str = "2m", t1: int | None = None) -> None:
         self.lab, self.tmp = lab, tmp
         self.physical = lab.name("phys")
         self.tun = f"nw{lab.tag}"
@@ -67,7 +67,7 @@ class Site:
         self.laptop, self.router, self.server = lab.netns("laptop"), lab.netns("router"), lab.netns("server")
         lab.defer(self.force_cleanup)
         self._wire()
-        self.dnsmasq = self._dnsmasq(lease) if dhcp else None
+        self.dnsmasq = self._dnsmasq(lease, t1) if dhcp else None
         if dhcp:
             self.lease_eth1()
         else:
@@ -101,8 +101,9 @@ class Site:
         L.ip("route", "add", "default", "via", "192.168.50.1", "dev", "eth0", "metric", "100")
         L.ip("-6", "route", "add", "default", "via", "fd50::1", "dev", "eth0", "metric", "100")
 
-    def _dnsmasq(self, lease: str):
+    def _dnsmasq(self, lease: str, t1: int | None):
         leases = self.tmp / "dnsmasq.leases"
+        timers = [f"--dhcp-option=option:T1,{t1}", f"--dhcp-option=option:T2,{t1 * 2}"] if t1 else []
         self.dnsmasq_log = self.tmp / "dnsmasq.log"
         p = self.router.popen(
             "dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts",
@@ -110,7 +111,7 @@ class Site:
             "--dhcp-range=192.168.60.100,192.168.60.150,255.255.255.0," + lease,
             "--dhcp-option=option:router,192.168.60.1", "--dhcp-option=option:dns-server,192.168.60.1",
             f"--dhcp-leasefile={leases}", f"--address=/{VPN_NAME}/172.16.70.2", "--log-dhcp",
-            f"--log-facility={self.dnsmasq_log}", "--pid-file=", stdout=subprocess.DEVNULL,
+            f"--log-facility={self.dnsmasq_log}", "--pid-file=", *timers, stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL)
         wait_for(lambda: self.dnsmasq_log.exists() and "started" in self.dnsmasq_log.read_text(),
                  what="dnsmasq to start")
@@ -186,8 +187,10 @@ class Site:
         return {
             "links": L.ip("-o", "link", "show").stdout.replace("state UNKNOWN", "").strip(),
             "addrs": addrs,
-            "routes4": L.ip("-4", "route", "show", "table", "all").stdout,
-            "routes6": L.ip("-6", "route", "show", "table", "all").stdout,
+            # every route byte for byte; as a sorted list, since the kernel lists routes to the
+            # same prefix on two devices (fe80::/64 on eth0 and eth1) in insertion order
+            "routes4": sorted(L.ip("-4", "route", "show", "table", "all").stdout.splitlines()),
+            "routes6": sorted(L.ip("-6", "route", "show", "table", "all").stdout.splitlines()),
             "resolv": Path(f"/etc/netns/{L.name}/resolv.conf").read_bytes().decode(),
         }
 
@@ -203,6 +206,10 @@ class Site:
             subprocess.run(["ip", "netns", "del", self.physical], check=False)
         shutil.rmtree(f"/etc/netns/{self.physical}", ignore_errors=True)
         Path(f"/var/run/wireguard/{self.tun}.sock").unlink(missing_ok=True)
+
+    def acks(self) -> int:
+        """DHCPACKs dnsmasq has sent so far."""
+        return self.dnsmasq_log.read_text().count("DHCPACK(lan1)")
 
     def router_counter(self) -> dict[str, int]:
         """Packets the router saw from the laptop, minus DHCP and neighbour discovery noise."""
