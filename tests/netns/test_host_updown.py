@@ -56,3 +56,14 @@ def test_up_routes_everything_through_the_tunnel_and_down_restores(site):
     assert set(L.pids()) == set(p.pid for p in L.procs if p.poll() is None) or True
     _ = time
     _ = wait_for
+
+
+def test_against_nsroute_wg_server(lab, tmp_path):
+    """The same laptop, with nsroute's own engine as the VPN server (nsroute-wg)."""
+    site = Site(lab, tmp_path, server="nsroute-wg", dhcp=False)
+    before = site.picture()
+    _ok(site.up())
+    site.laptop.exec("ping", "-c", "2", "-W", "3", BEHIND4, timeout=20)
+    site.laptop.exec("ping", "-6", "-c", "2", "-W", "3", BEHIND6, timeout=20)
+    _ok(site.down())
+    assert site.picture() == before

@@ -136,7 +136,7 @@ class Site:
             self.server_proc = S.popen("wireguard-go", "-f", self.stun, stdout=subprocess.DEVNULL,
                                        stderr=subprocess.DEVNULL)
         else:
-            exe = nsroute_argv()[0].replace("/nsroute", "/nsroute-wg")
+            exe = str(Path(nsroute_argv()[0]).with_name("nsroute-wg"))
             self.server_proc = S.popen(exe, "-f", self.stun, stdout=subprocess.DEVNULL,
                                        stderr=subprocess.DEVNULL)
         wait_for(lambda: os.path.exists(f"/var/run/wireguard/{self.stun}.sock"), what="VPN server")
