@@ -8,7 +8,7 @@ import subprocess
 import pytest
 
 from tests.support.hosts import BEHIND4, Site
-from tests.support.netns import Netns, wait_for
+from tests.support.netns import wait_for
 
 pytestmark = pytest.mark.root
 
@@ -50,7 +50,6 @@ def test_into_named_netns_and_proc_path(lab, tmp_path):
     links = subprocess.run(["nsenter", f"--net={path}", "ip", "-o", "link"], capture_output=True, text=True).stdout
     assert len(links.splitlines()) == 1 and "lo" in links
     assert site.picture() == before
-    _ = Netns
 
 
 def _child_pid(pid: int) -> int | None:

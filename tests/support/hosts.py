@@ -6,12 +6,18 @@ only tests need: the nsroute command line, topologies, and a wireguard-go VPN se
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
+from nsroute.host import dhcp as _dhcp
 from nsroute.host import simhost
 from nsroute.host.selfcmd import nsroute_argv
+from nsroute.wireguard import keys as _keys
+from tests.support.netns import Lab, Netns, wait_for
 
 prepare = simhost.prepare
 argv = simhost.argv
@@ -28,23 +34,9 @@ def run(host: str, command: Sequence[str], env: Mapping[str, str] | None = None,
     return simhost.run(host, command, env=env, timeout=timeout)
 
 
-def env_for(run_dir: str, **extra: str) -> dict[str, str]:
-    env = {"NSROUTE_RUN_DIR": run_dir}
-    env.update(extra)
-    return {k: v for k, v in env.items() if v is not None} | {
-        k: os.environ[k] for k in ("PATH",) if k in os.environ}
 
 
 # ---------------------------------------------------------------- a small site
-
-import secrets  # noqa: E402
-import shutil  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-from nsroute.host import dhcp as _dhcp  # noqa: E402
-from nsroute.wireguard import keys as _keys  # noqa: E402
-from tests.support.netns import Lab, Netns, wait_for  # noqa: E402
 
 VPN_NAME = "vpn.nsr.test"
 BEHIND4, BEHIND6 = "10.200.0.1", "fd20::1"
@@ -214,8 +206,6 @@ class Site:
     def router_counter(self) -> dict[str, int]:
         """Packets the router saw from the laptop, minus DHCP and neighbour discovery noise."""
         out = self.router.exec("nft", "-j", "list", "counters", "table", "inet", "nsrleak").stdout
-        import json
-
         data = json.loads(out)["nftables"]
         return {c["counter"]["name"]: c["counter"]["packets"] for c in data if "counter" in c}
 
@@ -232,15 +222,9 @@ class Site:
         self.router.exec("nft", "-f", str(path))
 
 
-def random_tag() -> str:
-    return secrets.token_hex(3)
-
-
 def wait_handshake(ns: Netns, ifname: str, timeout: float = 15.0) -> None:
     def ok() -> bool:
         out = ns.exec("wg", "show", ifname, "latest-handshakes", check=False).stdout.split()
         return len(out) >= 2 and out[1] != "0"
     wait_for(ok, timeout=timeout, what=f"a handshake on {ifname}")
 
-
-_ = time

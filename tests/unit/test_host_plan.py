@@ -207,3 +207,12 @@ def test_status_render_says_broken_first():
     text = status.render(info)
     assert text.splitlines()[0].startswith("nsroute BROKEN")
     assert "dhcp pid 12" in text and "1 min 15 s ago" in text and "2.00 KiB received" in text
+
+
+def test_not_root_is_one_clear_error(monkeypatch):
+    from nsroute.host import commands
+
+    monkeypatch.setattr(commands.os, "geteuid", lambda: 1000)
+    for call in (lambda: commands.up("wg0"), lambda: commands.down()):
+        with pytest.raises(commands.HostError, match="must be run as root"):
+            call()
