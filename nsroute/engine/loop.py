@@ -33,8 +33,12 @@ class Engine:
                  bring_up: bool = False) -> None:
         self.device = Device(wall_offset=time.time() - time.monotonic(), mtu=mtu)
         self.errors: Counter[str] = Counter()
-        self.tun = Tun(ifname, mtu)
         self.udp = UDPSockets(socket_netns)
+        try:
+            self.tun = Tun(ifname, mtu)
+        except BaseException:
+            self.udp.release()
+            raise
         self.control: ControlSocket | None = None
         try:
             self.udp.bind(0)
@@ -246,7 +250,7 @@ class Engine:
         if self.control:
             self.control.close()
             self.control = None
-        self.udp.close()
+        self.udp.release()
         self.tun.close()
 
 

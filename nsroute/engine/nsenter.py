@@ -33,24 +33,31 @@ def setns(fd: int) -> None:
         raise NetnsError(err, f"setns: {os.strerror(err)}")
 
 
-@contextmanager
-def in_netns(name_or_path: str | None) -> Iterator[None]:
-    """Run the body inside the given network namespace (None: stay where we are)."""
-    if name_or_path is None:
-        yield
-        return
+def open_netns(name_or_path: str) -> int:
+    """A file descriptor that pins the namespace, valid even after its name or PID is gone."""
     path = netns_path(name_or_path)
     try:
-        target = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError as e:
         raise NetnsError(e.errno, f"network namespace '{name_or_path}' not found ({path})") from None
+
+
+@contextmanager
+def in_netns(target: str | int | None) -> Iterator[None]:
+    """Run the body inside the given network namespace: a name, a path, or an fd from
+    `open_netns` (None: stay where we are)."""
+    if target is None:
+        yield
+        return
+    fd = target if isinstance(target, int) else open_netns(target)
     home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     try:
-        setns(target)
+        setns(fd)
         try:
             yield
         finally:
             setns(home)
     finally:
-        os.close(target)
+        if fd is not target:
+            os.close(fd)
         os.close(home)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import errno
+import os
 import socket
 
-from .nsenter import in_netns
+from .nsenter import in_netns, open_netns
 
 SO_MARK = 36
 BUFFER_BYTES = 4 << 20
@@ -35,7 +36,9 @@ class UDPSockets:
     """One socket per address family on the same port; v6 is optional (it may be disabled)."""
 
     def __init__(self, netns: str | None = None) -> None:
-        self.netns = netns
+        # Pin the namespace now: a later rebind (wg set listen-port) must land in the same
+        # one even when it was named by a /proc/PID path whose process is long gone.
+        self.netns_fd = open_netns(netns) if netns else None
         self.v4: socket.socket | None = None
         self.v6: socket.socket | None = None
         self.port = 0
@@ -43,7 +46,7 @@ class UDPSockets:
 
     def bind(self, port: int, fwmark: int = 0) -> None:
         """(Re)bind both sockets; on failure the old sockets stay as they were."""
-        with in_netns(self.netns):
+        with in_netns(self.netns_fd):
             v4 = v6 = None
             for _attempt in range(16 if port == 0 else 1):
                 try:
@@ -84,3 +87,9 @@ class UDPSockets:
             if s:
                 s.close()
         self.v4 = self.v6 = None
+
+    def release(self) -> None:
+        self.close()
+        if self.netns_fd is not None:
+            os.close(self.netns_fd)
+            self.netns_fd = None
