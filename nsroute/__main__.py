@@ -1,0 +1,5 @@
+"""`python -m nsroute` runs the same CLI as the `nsroute` script."""
+
+from .cli import main
+
+main()
