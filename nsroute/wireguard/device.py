@@ -35,6 +35,7 @@ from .constants import (
     REKEY_TIMEOUT_JITTER,
 )
 from .cookie import CookieChecker, source_bytes
+from .keys import is_low_order
 from .messages import COOKIE_REPLY, RESPONSE, expected_length_ok, message_type
 from .peer import TIMER_NAMES, Keypair, Peer
 from .ratelimiter import RateLimiter
@@ -107,9 +108,11 @@ class Device:
             return peer
         if self.identity and public_key == self.identity.public:
             raise ConfigurationError("a peer cannot have the device's own public key")
-        peer = Peer(public_key)
-        if not peer.update_static_static(self.identity):
+        # Checked on its own: without a private key update_static_static cannot tell.
+        if is_low_order(public_key):
             raise ConfigurationError("public key is of low order and cannot be used")
+        peer = Peer(public_key)
+        peer.update_static_static(self.identity)
         self.peers[public_key] = peer
         return peer
 
