@@ -167,8 +167,10 @@ class Device:
         self._encrypt(peer, kp, packet, now)
         if peer.t_new_handshake is None:
             peer.t_new_handshake = now + KEEPALIVE_TIMEOUT + REKEY_TIMEOUT + self._jitter()
-        if kp.is_initiator and (kp.send_counter >= REKEY_AFTER_MESSAGES
-                                or now - kp.created >= REKEY_AFTER_TIME):
+        # The message limit holds for both sides, the age limit for the initiator only
+        # (kernel send.c keep_key_fresh, wireguard-go keepKeyFreshSending).
+        if kp.send_counter >= REKEY_AFTER_MESSAGES or (
+                kp.is_initiator and now - kp.created >= REKEY_AFTER_TIME):
             self._initiate(peer, now)
 
     def _encrypt(self, peer: Peer, kp: Keypair, packet: bytes, now: float) -> None:
