@@ -471,10 +471,15 @@ class Device:
                 peer.t_new_handshake = None
                 self._initiate(peer, now)
             if peer.t_zero_keys is not None and now >= peer.t_zero_keys:
+                # Only the key material goes (kernel: zero_key_material). Staged packets,
+                # a handshake being retransmitted and persistent keepalive carry on.
                 peer.t_zero_keys = None
                 staged = list(peer.staged)
+                timers = {t: getattr(peer, t) for t in TIMER_NAMES}
                 self._reset_sessions(peer)
                 peer.staged.extend(staged)
+                for t, deadline in timers.items():
+                    setattr(peer, t, deadline)
             if peer.t_persistent is not None and now >= peer.t_persistent:
                 peer.t_persistent = None
                 self._send_keepalive(peer, now)
