@@ -61,7 +61,8 @@ def _hexkey(value: str, what: str, allow_empty: bool = False) -> bytes | None:
 
 
 def _uint(value: str, what: str, maximum: int) -> int:
-    if not value.isdigit() or int(value) > maximum:
+    # isdigit() alone accepts "²" (int() then raises) and other scripts' digits.
+    if not (value.isascii() and value.isdigit()) or int(value) > maximum:
         raise UAPIError(errno.EINVAL, f"{what}: '{value}' is not a number up to {maximum}")
     return int(value)
 
