@@ -198,7 +198,10 @@ def _interface_key(iface: InterfaceConfig, lk: str, key: str, value: str) -> Non
     elif lk == "listenport":
         iface.listen_port = _port(value)
     elif lk == "fwmark":
-        iface.fwmark = 0 if value == "off" else int(value, 0)
+        mark = 0 if value == "off" else int(value, 0)
+        if not 0 <= mark <= 0xFFFFFFFF:  # as wg(8): a 32-bit mark
+            raise ValueError(f"'{value}' is neither 'off' nor 0-0xffffffff")
+        iface.fwmark = mark
     elif lk == "address":
         iface.addresses += [ipaddress.ip_interface(v) for v in _list(value)]
     elif lk == "dns":
