@@ -48,7 +48,11 @@ def genkey() -> None:
 
 @main.command()
 def pubkey() -> None:
-    """Read a private key on stdin, print its public key (as `wg pubkey`)."""
+    """Read a private key on stdin, print its public key (as `wg pubkey`).
+
+    \b
+    Example:  nsroute genkey | nsroute pubkey
+    """
     try:
         private = keys.from_base64(sys.stdin.read())
     except keys.KeyError_ as e:
@@ -58,7 +62,11 @@ def pubkey() -> None:
 
 @main.command()
 def genpsk() -> None:
-    """Print a new preshared key in base64 (as `wg genpsk`)."""
+    """Print a new preshared key in base64 (as `wg genpsk`).
+
+    \b
+    Example:  nsroute genpsk > peer.psk
+    """
     click.echo(keys.to_base64(keys.generate_psk()))
 
 
@@ -151,7 +159,7 @@ def status(physical: str, as_json: bool) -> None:
 
 
 @main.command(name="exec", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
-@click.option("--physical", default="physical", show_default=True)
+@click.option("--physical", default="physical", show_default=True, help="The namespace holding the physical interfaces.")
 @click.option("--user", metavar="USER", help="Run as USER (default: the user who invoked sudo/pkexec).")
 @click.argument("cmd", nargs=-1, required=True, type=click.UNPROCESSED)
 def exec_(physical: str, user: str | None, cmd: tuple[str, ...]) -> None:
@@ -176,6 +184,9 @@ def demo() -> None:
     """Build a throwaway laptop, router and VPN server in namespaces and show nsroute at work.
 
     Touches nothing of this machine's own network; removes all it made.
+
+    \b
+    Example:  sudo nsroute demo
     """
     from .host import demo as demo_mod
 

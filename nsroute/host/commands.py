@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from .. import config as wgconfig
-from . import dhcp, dns, hooks, netns, procs, tunnel, wifi
+from . import dhcp, dns, hooks, netns, networkmanager, procs, tunnel, wifi
 from . import interfaces as ifaces
 from . import status as status_mod
 from .errors import HostError
@@ -144,6 +144,10 @@ def _up_steps(cfg: wgconfig.Config, st: State, store: Store, wireless: list[str]
             procs.stop(procs.record(pid, "wpa_supplicant"))
         store.mark(st, "wpa-stopped")
 
+    st.nm_released = networkmanager.release([i["name"] for i in st.interfaces],
+                                            warn=lambda m: _say(f"warning: {m}"))
+    store.mark(st, "nm-released")
+
     for w in st.wiphys:
         _say(f"move wiphy {w['phy']} ({', '.join(w['ifaces'])}) to {phys}")
         wifi.move_wiphy(w["index"], None, phys)
@@ -224,9 +228,18 @@ def _engine_and_tunnel(cfg: wgconfig.Config, st: State, store: Store, tun_ns: st
                                     cfg.interface.mtu or tunnel.DEFAULT_MTU,
                                     store.dir / f"{store.path.stem}.engine.log")
     store.mark(st, "engine")
+    _write_engine_pidfile(store, st.engine.pid)
     tunnel.configure(cfg, cfg.name, tun_ns)
     st.tunnel_addresses = [str(a) for a in cfg.interface.addresses]
     store.mark(st, "tunnel")
+
+
+def _write_engine_pidfile(store: Store, pid: int) -> None:
+    """The systemd unit (Type=forking, PIDFile=) watches the engine through this file."""
+    pidfile = store.dir / f"{store.path.stem}.engine.pid"
+    tmp = pidfile.with_suffix(".pidtmp")
+    tmp.write_text(f"{pid}\n")
+    os.replace(tmp, pidfile)
 
 
 def _dns(cfg: wgconfig.Config, st: State, store: Store, path: str) -> None:
@@ -365,6 +378,7 @@ def teardown(st: State, store: Store, run_hooks: bool) -> list[str]:
         procs.stop(p)
     if st.mode == "host":
         problems += _bring_back(st)
+        networkmanager.restore(st.nm_released, warn=problems.append)
         if st.done("wpa-stopped"):
             for argv in st.wpa_original:
                 p = netns.run(["sh", "-c", 'exec "$@" </dev/null >/dev/null 2>&1 &', "sh",

@@ -59,6 +59,7 @@ class State:
     dhcp: list[Proc] = field(default_factory=list)
     wpa: list[Proc] = field(default_factory=list)
     wpa_original: list[list[str]] = field(default_factory=list)
+    nm_released: list[str] = field(default_factory=list)  # devices NetworkManager gave up to us
     engine: Proc | None = None
     engine_config: str = ""
     tunnel_addresses: list[str] = field(default_factory=list)

@@ -85,6 +85,10 @@ def test_engine_killed_nothing_leaks_then_up_resumes(lab, tmp_path):
     # up again resumes the engine without moving anything
     _ok(site.up())
     assert sorted(L.links()) == sorted(["lo", site.tun])
+    # the systemd unit (PIDFile=) follows the resumed engine through this file
+    resumed = json.loads(_ok(site.nsroute("status", "--physical", site.physical, "--json")).stdout)
+    pidfile = os.path.join(site.run_dir, f"host-{site.physical}.engine.pid")
+    assert int(open(pidfile).read()) == resumed["engine"]["pid"] != info["engine"]["pid"]
     assert sorted(phys.links()) == ["eth0", "eth1", "lo"]
     L.exec("ping", "-c", "2", "-W", "3", BEHIND4, timeout=20)
 
