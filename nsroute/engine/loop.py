@@ -17,7 +17,7 @@ import time
 from collections import Counter
 
 from ..wireguard.device import Device
-from . import uapi
+from . import gso, uapi
 from .control import ControlSocket
 from .tun import Tun
 from .udp import UDPSockets
@@ -26,6 +26,8 @@ log = logging.getLogger("nsroute.engine")
 BATCH = 128
 HOUSEKEEPING = 1.0
 _RECV_SIZE = 65536
+# NSROUTE_OFFLOAD=0 turns off UDP GSO/GRO (to compare, or to rule them out).
+OFFLOAD = os.environ.get("NSROUTE_OFFLOAD", "1") != "0"
 
 
 class Engine:
@@ -49,6 +51,9 @@ class Engine:
         except BaseException:
             self.close()
             raise
+        self._senders: dict[socket.socket, gso.Sender] = {}
+        self._gro: dict[socket.socket, bool] = {}
+        self.privileged = True  # False once daemon.run_engine dropped to an unprivileged user
         self._stop = False
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
@@ -79,10 +84,15 @@ class Engine:
         self._flush_udp()
 
     def _rebind(self, port: int, fwmark: int) -> int:
+        if not self.privileged:
+            raise OSError(errno.EPERM, "the engine runs unprivileged: restart it to change "
+                                       "listen port or fwmark")
         if port == self.udp.port and port != 0:
             self.udp.set_fwmark(fwmark)
         else:
             self.udp.bind(port, fwmark)
+            self._senders.clear()
+            self._gro.clear()
             self._register_udp()
         return self.udp.port
 
@@ -200,6 +210,12 @@ class Engine:
         return True
 
     def _read_udp(self, sock: socket.socket, now: float) -> None:
+        gro = self._gro.get(sock)
+        if gro is None:
+            gro = self._gro[sock] = OFFLOAD and gso.enable_gro(sock)
+        if gro:
+            self._read_udp_gro(sock, now)
+            return
         recv = sock.recvfrom
         receive = self.device.receive_datagram
         for _ in range(BATCH):
@@ -215,23 +231,46 @@ class Engine:
             except Exception:
                 self._internal_error("receive_datagram")
 
+    def _read_udp_gro(self, sock: socket.socket, now: float) -> None:
+        """Like _read_udp, but one receive may carry many coalesced datagrams."""
+        recv = sock.recvmsg
+        receive = self.device.receive_datagram
+        space = gso.GRO_CMSG_SPACE
+        for _ in range(BATCH):
+            try:
+                data, anc, _flags, addr = recv(_RECV_SIZE, space)
+            except BlockingIOError:
+                break
+            except OSError as e:
+                self.errors[f"udp_read_{e.errno}"] += 1
+                break
+            ep = (addr[0], addr[1])
+            size = gso.gro_size(anc) if anc else 0
+            for d in (gso.split(data, size) if size else (data,)):
+                try:
+                    receive(d, ep, now)
+                except Exception:
+                    self._internal_error("receive_datagram")
+
     def _flush_udp(self) -> None:
         out = self.device.udp_out
         if not out:
             return
         self.device.udp_out = []
         v4, v6 = self.udp.v4, self.udp.v6
-        for data, ep in out:
+        senders = self._senders
+        errors = self.errors
+        for ep, group in gso.runs(out):
             sock = v6 if ":" in ep[0] else v4
             if sock is None:
-                self.errors["udp_no_socket_for_family"] += 1
+                errors["udp_no_socket_for_family"] += len(group)
                 continue
-            try:
-                sock.sendto(data, ep)
-            except BlockingIOError:
-                self.errors["udp_send_eagain"] += 1
-            except OSError as e:
-                self.errors[f"udp_send_{errno.errorcode.get(e.errno, e.errno)}"] += 1
+            sender = senders.get(sock)
+            if sender is None:
+                if len(senders) > 4:  # sockets of earlier binds
+                    senders.clear()
+                sender = senders[sock] = gso.Sender(sock, OFFLOAD)
+            sender.send(ep, group, errors)
 
     def _flush_tun(self) -> None:
         out = self.device.tun_out
