@@ -3,11 +3,18 @@
 Each wake-up drains every ready descriptor in batches (up to BATCH packets per source),
 feeds the device, then flushes everything the device produced at once. Batching the
 syscalls is where a Python data path gets its speed; the device never does I/O itself.
+
+Counters: on SIGUSR1 the engine writes its drop and error counters (`device.drops`,
+`errors`) as JSON to `$NSROUTE_RUN_DIR/engine-IFNAME.stats.json` (default run dir
+/run/nsroute), replacing the file atomically, mode 0600. The write happens in the loop,
+not in the signal handler; a failure (say, an unprivileged engine and a root-owned run
+dir) is logged and the engine carries on.
 """
 
 from __future__ import annotations
 
 import errno
+import json
 import logging
 import os
 import select
@@ -31,6 +38,8 @@ OFFLOAD = os.environ.get("NSROUTE_OFFLOAD", "1") != "0"
 
 
 class Engine:
+    _stats_requested = False  # set by SIGUSR1, served by the loop
+
     def __init__(self, ifname: str, mtu: int = 1420, socket_netns: str | None = None,
                  bring_up: bool = False) -> None:
         self.device = Device(wall_offset=time.time() - time.monotonic(), mtu=mtu)
@@ -156,6 +165,9 @@ class Engine:
                         self._wake_r.recv(64)
                     except BlockingIOError:
                         pass
+                    if self._stats_requested:
+                        self._stats_requested = False
+                        self.write_stats()
                 elif fd in self.control.clients:
                     if ev & (select.EPOLLHUP | select.EPOLLERR) and not ev & select.EPOLLIN:
                         ep.unregister(fd)
@@ -285,6 +297,36 @@ class Engine:
             except OSError as e:
                 self.errors[f"tun_write_{errno.errorcode.get(e.errno, e.errno)}"] += 1
 
+    # ------------------------------------------------------------------ counters
+
+    def stats_path(self) -> str:
+        run_dir = os.environ.get("NSROUTE_RUN_DIR") or "/run/nsroute"
+        return os.path.join(run_dir, f"engine-{self.tun.name}.stats.json")
+
+    def stats(self) -> dict:
+        return {"ifname": self.tun.name, "pid": os.getpid(), "time": time.time(),
+                "drops": dict(self.device.drops), "errors": dict(self.errors)}
+
+    def request_stats(self, *_args) -> None:
+        """SIGUSR1: ask the loop to write the counters (nothing else is safe in a handler)."""
+        self._stats_requested = True
+        try:
+            self._wake_w.send(b"s")
+        except OSError:
+            pass
+
+    def write_stats(self) -> None:
+        path = self.stats_path()
+        tmp = f"{path}.{os.getpid()}.tmp"
+        try:
+            os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                json.dump(self.stats(), f, sort_keys=True)
+            os.replace(tmp, path)
+        except OSError as e:
+            log.warning("cannot write counters to %s: %s", path, e)
+
     def close(self) -> None:
         if self.control:
             self.control.close()
@@ -296,3 +338,4 @@ class Engine:
 def install_signal_handlers(engine: Engine) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, engine.stop)
+    signal.signal(signal.SIGUSR1, engine.request_stats)
