@@ -1,0 +1,79 @@
+"""Host side of the VM tier: boot the distribution kernel once and run tests/vm/guest/ in it.
+
+Why one boot per session: a TCG boot plus the guest's Python start costs a minute or
+more, so every guest test shares one VM; the host-side tests only read its JUnit report.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+VM_RUN = REPO / "scripts" / "vm-run"
+EXIT_NO_QEMU = 77
+
+
+@dataclass
+class GuestRun:
+    """The outcome of one guest pytest session: status, output and per-test outcomes."""
+
+    returncode: int
+    output: str
+    seconds: float
+    outcomes: dict[str, str] = field(default_factory=dict)  # "file::test" -> passed/failed/...
+
+    def tail(self, n: int = 80) -> str:
+        return "\n".join(self.output.splitlines()[-n:])
+
+
+def venv_for_vm() -> str:
+    """NSROUTE_VENV if set, else this interpreter's venv when it has vng, else the dev venv."""
+    if os.environ.get("NSROUTE_VENV"):
+        return os.environ["NSROUTE_VENV"]
+    if (Path(sys.prefix) / "bin" / "vng").exists():
+        return sys.prefix
+    return "/opt/nsroute-venv"
+
+
+def parse_junit(path: Path) -> dict[str, str]:
+    outcomes: dict[str, str] = {}
+    if not path.exists():
+        return outcomes
+    for case in ET.parse(path).getroot().iter("testcase"):
+        name = f"{case.get('classname', '').rsplit('.', 1)[-1]}::{case.get('name')}"
+        outcome = "passed"
+        for child in case:
+            if child.tag in ("failure", "error", "skipped"):
+                outcome = "failed" if child.tag == "error" else child.tag
+        outcomes[name] = outcome
+    return outcomes
+
+
+@pytest.fixture(scope="session")
+def guest_run(tmp_path_factory) -> GuestRun:
+    """Run `pytest tests/vm/guest` inside the VM; skip only when qemu cannot run here at all."""
+    if os.environ.get("NSROUTE_VM") == "1":
+        pytest.skip("already inside the VM")
+    reports = tmp_path_factory.mktemp("vm-reports")
+    junit = reports / "guest.xml"
+    selection = os.environ.get("NSROUTE_VM_TESTS", "tests/vm/guest").split()
+    cmd = [
+        sys.executable, str(VM_RUN), "--venv", venv_for_vm(), "--rwdir", str(reports), "--",
+        "python", "-m", "pytest", *selection, "-p", "no:cacheprovider", "-v",
+        "--junitxml", str(junit), "-o", "junit_family=xunit2",
+    ]  # fmt: skip
+    start = time.monotonic()
+    p = subprocess.run(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    run = GuestRun(p.returncode, p.stdout, time.monotonic() - start, parse_junit(junit))
+    sys.stderr.write(f"\n[vm tier] guest session: exit {p.returncode} in {run.seconds:.0f}s\n")
+    if p.returncode == EXIT_NO_QEMU:
+        pytest.skip(p.stdout.strip().splitlines()[-1] if p.stdout.strip() else "qemu cannot run")
+    return run
