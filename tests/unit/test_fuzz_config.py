@@ -54,11 +54,13 @@ VALUES = ["", "off", "0", "65535", "65536", "-1", "²", "0x", "0xffffffff", "0x1
 text = st.binary(max_size=60).map(lambda b: b.decode("utf-8", "replace"))
 chars = st.one_of(st.sampled_from("=[]#,:/ \t\r\x00\x0b\x0c\x1c\x85\u2028\ufeff²%"),
                   st.binary(min_size=1, max_size=4).map(lambda b: b.decode("utf-8", "replace")))
-kv_line = st.builds(lambda k, sp, v: f"{k}{sp}={sp}{v}", st.sampled_from(KEYS),
-                    st.sampled_from(["", " ", "\t"]), st.one_of(st.sampled_from(VALUES), text))
-section_line = st.sampled_from(["[Interface]", "[Peer]", "[peer]", "[ Peer ]", "[Peer",
-                                "Peer]", "[]", "[Interface] # x", "[[Peer]]"])
-any_line = st.one_of(kv_line, kv_line, section_line, text, st.sampled_from(VALID_LINES))
+SECTIONS = ["[Interface]", "[Peer]", "[peer]", "[ Peer ]", "[Peer", "Peer]", "[]",
+            "[Interface] # x", "[[Peer]]"]
+# Every key with every value and spacing, precomputed: one cheap draw per line.
+LINES = sorted({f"{k}{sp}={sp}{v}" for k in KEYS for v in VALUES for sp in ("", " ", "\t")}
+               | set(SECTIONS) | set(VALID_LINES))
+kv_line = st.builds(lambda k, v: f"{k} = {v}", st.sampled_from(KEYS), text)
+any_line = st.one_of(st.sampled_from(LINES), st.sampled_from(LINES), kv_line, text)
 
 
 def check(text_: str, quick: bool) -> str:
