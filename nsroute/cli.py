@@ -77,8 +77,10 @@ def genpsk() -> None:
 @click.option("--foreground", "-f", is_flag=True, help="Stay in the foreground.")
 @click.option("--mtu", type=click.IntRange(576, 65535), default=1420, show_default=True, help="TUN MTU.")
 @click.option("--pidfile", type=click.Path(dir_okay=False), help="Write the engine's PID here once it serves.")
+@click.option("--user", metavar="USER", help="After set-up, serve as USER with no capabilities "
+              "(default: $NSROUTE_ENGINE_USER, else stay root).")
 def engine(ifname: str, config_file: str | None, socket_netns: str | None, foreground: bool, mtu: int,
-           pidfile: str | None) -> None:
+           pidfile: str | None, user: str | None) -> None:
     """Run the WireGuard engine: TUN IFNAME here, UDP socket in --socket-netns.
 
     \b
@@ -89,7 +91,7 @@ def engine(ifname: str, config_file: str | None, socket_netns: str | None, foreg
 
     try:
         code = daemon.run_engine(ifname, config_file=config_file, socket_netns=socket_netns,
-                                 foreground=foreground, mtu=mtu, pidfile=pidfile)
+                                 foreground=foreground, mtu=mtu, pidfile=pidfile, user=user)
     except daemon.EngineError as e:
         raise _fail(e) from None
     sys.exit(code)

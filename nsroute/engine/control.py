@@ -146,5 +146,5 @@ class ControlSocket:
         try:
             if os.stat(self.path).st_ino == self.inode:
                 os.unlink(self.path)
-        except FileNotFoundError:
-            pass
+        except OSError:
+            pass  # gone already, or we run unprivileged and the cleaner removes it

@@ -8,7 +8,7 @@ import sys
 
 from ..config import ConfigError
 from ..config import load as load_config
-from . import uapi
+from . import privileges, uapi
 from .control import ControlError
 from .loop import Engine, install_signal_handlers
 from .nsenter import NetnsError, in_netns
@@ -37,7 +37,8 @@ def _resolve_in(netns: str | None):
 
 def run_engine(ifname: str, config_file: str | None = None, socket_netns: str | None = None,
                foreground: bool = False, mtu: int = 1420, pidfile: str | None = None,
-               bring_up: bool | None = None) -> int:
+               bring_up: bool | None = None, user: str | None = None) -> int:
+    """Set up as root, then (with `user`) serve as that user with no capabilities."""
     from ..config import check_ifname
 
     try:
@@ -55,7 +56,18 @@ def run_engine(ifname: str, config_file: str | None = None, socket_netns: str | 
         except ConfigError as e:
             raise EngineError(str(e)) from None
         plan = uapi.plan_from_config(cfg, resolve=_resolve_in(socket_netns))
+    if user is None:
+        user = os.environ.get("NSROUTE_ENGINE_USER") or None
+    account = None
+    if user and user != "root":
+        try:
+            account = privileges.resolve_user(user)
+        except privileges.PrivilegeError as e:
+            raise EngineError(str(e)) from None
     ready_w = None if foreground else _daemonize()
+    log_fd = _open_log() if ready_w is not None else None  # while still root
+    if account is not None:
+        privileges.spawn_cleaner([pidfile] if pidfile else [], uapi.socket_path(ifname))
     try:
         try:
             engine = Engine(ifname, mtu=mtu, socket_netns=socket_netns,
@@ -76,10 +88,21 @@ def run_engine(ifname: str, config_file: str | None = None, socket_netns: str | 
     if pidfile:
         with open(pidfile, "w") as f:
             f.write(f"{os.getpid()}\n")
+    if account is not None:
+        try:
+            privileges.drop_to(account)
+        except OSError as e:
+            engine.close()
+            msg = f"cannot drop privileges to {user}: {e}"
+            if ready_w is None:
+                raise EngineError(msg) from None
+            os.write(ready_w, f"{msg}\n".encode())
+            os._exit(1)
+        engine.privileged = False
     if ready_w is not None:
         os.write(ready_w, b"ok\n")
         os.close(ready_w)
-        _detach_stdio()
+        _detach_stdio(log_fd)
     install_signal_handlers(engine)
     try:
         return engine.run()
@@ -88,8 +111,8 @@ def run_engine(ifname: str, config_file: str | None = None, socket_netns: str | 
         if pidfile:
             try:
                 os.unlink(pidfile)
-            except FileNotFoundError:
-                pass
+            except OSError:
+                pass  # unprivileged by now: the cleaner removes it
 
 
 def _daemonize() -> int:
@@ -119,10 +142,16 @@ def _daemonize() -> int:
     return w
 
 
-def _detach_stdio() -> None:
-    devnull = os.open(os.devnull, os.O_RDWR)
+def _open_log() -> int | None:
     log_path = os.environ.get("NSROUTE_LOG")
-    out = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600) if log_path else devnull
+    if not log_path:
+        return None
+    return os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+
+
+def _detach_stdio(log_fd: int | None) -> None:
+    devnull = os.open(os.devnull, os.O_RDWR)
+    out = devnull if log_fd is None else log_fd
     os.dup2(devnull, 0)
     os.dup2(out, 1)
     os.dup2(out, 2)
