@@ -13,7 +13,7 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .wireguard.keys import KeyError_, from_base64
+from .wireguard.keys import KeyError_, from_base64, is_low_order
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
@@ -165,7 +165,8 @@ def parse(text: str, path: str = "<config>", quick: bool = True) -> Config:
             continue
         key, sep, value = line.partition("=")
         if not sep:
-            raise ConfigError(path, lineno, f"expected 'Key = Value', got '{line}'")
+            # The line is not quoted back: it may be a key pasted without "PrivateKey =".
+            raise ConfigError(path, lineno, "expected 'Key = Value'")
         key, value = key.strip(), value.strip()
         lk = key.lower()
         if section is None:
@@ -228,7 +229,10 @@ def _interface_key(iface: InterfaceConfig, lk: str, key: str, value: str) -> Non
 
 def _peer_key(fields: dict, lk: str, key: str, value: str) -> None:
     if lk == "publickey":
-        fields["public_key"] = _key(value)
+        key = _key(value)
+        if is_low_order(key):
+            raise ValueError("public key is of low order and can never complete a handshake")
+        fields["public_key"] = key
     elif lk == "presharedkey":
         fields["preshared_key"] = _key(value)
     elif lk == "allowedips":

@@ -74,7 +74,8 @@ def parse_set(lines: list[str]) -> Plan:
     for n, line in enumerate(lines, 1):
         key, sep, value = line.partition("=")
         if not sep:
-            raise UAPIError(errno.EPROTO, f"line {n}: no '=' in '{line[:64]}'")
+            # Never echo the line: it may be key material that lost its "key=" prefix.
+            raise UAPIError(errno.EPROTO, f"line {n}: not of the form key=value")
         if key == "public_key":
             pub = _hexkey(value, "public_key")
             assert pub is not None
@@ -155,14 +156,8 @@ def apply(device: Device, plan: Plan, now: float, rebind=None) -> None:
     may raise OSError, in which case nothing has been changed yet."""
     port = device.listen_port if plan.listen_port is UNSET else plan.listen_port
     fwmark = device.fwmark if plan.fwmark is UNSET else plan.fwmark
-    new_key = device.private_key if plan.private_key is UNSET else plan.private_key
-    own_pub = None
-    if new_key:
-        from ..wireguard.keys import public_key
-        own_pub = public_key(new_key)
-    for pp in plan.peers:
-        if own_pub is not None and pp.public_key == own_pub and not pp.remove:
-            raise UAPIError(errno.EINVAL, "a peer cannot have the interface's own public key")
+    # A peer with the interface's own key is skipped below (add_peer refuses it), silently,
+    # as wireguard-go and the kernel do, so a setconf file that works with them works here.
     if rebind is not None and (port != device.listen_port or fwmark != device.fwmark):
         try:
             port = rebind(port, fwmark)
@@ -198,7 +193,8 @@ def serialize_get(device: Device) -> str:
     out = []
     if device.private_key:
         out.append(f"private_key={device.private_key.hex()}")
-    out.append(f"listen_port={device.listen_port}")
+    if device.listen_port:
+        out.append(f"listen_port={device.listen_port}")
     if device.fwmark:
         out.append(f"fwmark={device.fwmark}")
     for peer in device.peers.values():

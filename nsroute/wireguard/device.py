@@ -404,8 +404,9 @@ class Device:
         peer.endpoint = addr
         peer.rx_bytes += len(data)
         self._authenticated_traffic(peer, now)
-        if (kp is peer.current and kp.is_initiator and not peer.sent_lastminute_handshake
-                and now - kp.created >= _REKEY_ON_RECEIVE_AGE):
+        cur = peer.current  # judged on the current session, whichever one this packet used
+        if (cur is not None and cur.is_initiator and not peer.sent_lastminute_handshake
+                and now - cur.created >= _REKEY_ON_RECEIVE_AGE):
             peer.sent_lastminute_handshake = True
             self._initiate(peer, now)
         if not plain:
@@ -485,7 +486,8 @@ class Device:
                 self._send_keepalive(peer, now)
 
     def _retransmit(self, peer: Peer, now: float) -> None:
-        if peer.handshake_attempts >= MAX_HANDSHAKE_ATTEMPTS:
+        # As the kernel and wireguard-go: the first initiation plus MAX+1 retries (20 in all).
+        if peer.handshake_attempts > MAX_HANDSHAKE_ATTEMPTS:
             # Gave up after REKEY_ATTEMPT_TIME: drop what waited for this session.
             peer.t_send_keepalive = None
             peer.staged.clear()
