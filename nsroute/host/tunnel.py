@@ -120,6 +120,21 @@ def uapi_path(ifname: str) -> str:
     return os.path.join(UAPI_DIR, f"{ifname}.sock")
 
 
+def engine_user() -> str:
+    """Who the engine serves as once set up: $NSROUTE_ENGINE_USER, else the system user
+    `nsroute` when it exists, else `nobody` ("root" keeps every privilege)."""
+    import pwd
+
+    chosen = os.environ.get("NSROUTE_ENGINE_USER")
+    if chosen:
+        return chosen
+    try:
+        pwd.getpwnam("nsroute")
+        return "nsroute"
+    except KeyError:
+        return "nobody"
+
+
 def start_engine(ifname: str, setconf: Path, tun_ns: str | None, socket_ns: str,
                  mtu: int, log: Path, timeout: float = 20.0) -> Proc:
     """Start the engine in the foreground of a session of its own; return once it serves.
@@ -127,7 +142,7 @@ def start_engine(ifname: str, setconf: Path, tun_ns: str | None, socket_ns: str,
     Ready means: the TUN exists in `tun_ns` and the UAPI socket answers to connect.
     """
     argv = [*selfcmd.engine_argv(), ifname, "--config", str(setconf), "--socket-netns", socket_ns,
-            "--foreground", "--mtu", str(mtu)]
+            "--foreground", "--mtu", str(mtu), "--user", engine_user()]
     log.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     with open(log, "ab") as out:
         p = netns.popen(tun_ns, argv, stdout=out, stderr=out)
