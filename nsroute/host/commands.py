@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import time
 from pathlib import Path
 
 from .. import config as wgconfig
@@ -165,18 +166,22 @@ def _up_steps(cfg: wgconfig.Config, st: State, store: Store, wireless: list[str]
 
     hook = None
     for snap in st.interfaces:
-        if not snap.get("dynamic"):
+        if not (snap.get("dynamic") or snap.get("unconfigured")):
             continue
+        if snap.get("unconfigured") and not snap.get("up"):
+            netns.run(["ip", "-n", phys, "link", "set", "dev", snap["name"], "up"])
         hook = hook or dhcp.write_hook(store.dir, f"{store.path.stem}.dhcp-hook")
         p = dhcp.start(snap["name"], phys, str(etc / "resolv.conf"), hook,
                        store.dir / f"{store.path.stem}.dhcp-{snap['name']}.log", _lease_ip(snap),
-                       _default_metric(snap), _has_default(snap))
+                       _default_metric(snap), _has_default(snap) or bool(snap.get("unconfigured")))
         if p is None:
             _say(f"warning: no DHCP client (busybox udhcpc) installed: the lease on {snap['name']} will not be renewed")
             continue
         _say(f"udhcpc -i {snap['name']} in {phys} (pid {p.pid})")
         st.dhcp.append(p)
         store.mark(st, f"dhcp:{snap['name']}")
+        if snap.get("unconfigured"):
+            _await_lease(snap["name"], phys)
 
     for argv in st.wpa_original:
         pidfile = store.dir / f"{store.path.stem}.wpa-{len(st.wpa)}.pid"
@@ -209,6 +214,16 @@ def _defaults(snap: dict) -> list[dict]:
 
 def _has_default(snap: dict) -> bool:
     return bool(_defaults(snap))
+
+
+def _await_lease(ifname: str, phys: str, timeout: float = 10.0) -> None:
+    """At boot the endpoint may only be reachable once the first lease is in."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if any(a.get("family") == "inet" for a in ifaces.current_addresses(ifname, phys) or []):
+            return
+        time.sleep(0.2)
+    _say(f"warning: no DHCP lease on {ifname} yet; the client keeps trying in {phys}")
 
 
 def _default_metric(snap: dict) -> int | None:

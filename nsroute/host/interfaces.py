@@ -57,6 +57,9 @@ def snapshot(name: str, ns: str | None = None, now: float | None = None) -> dict
         "sysctls": sysctl.read_device(name, ns),
         "time": time.time() if now is None else now,
         "dynamic": is_dynamic(addrs[0].get("addr_info", []) if addrs else [], routes),
+        # No IPv4 address at all, as at boot before any network manager ran: `up` asks
+        # DHCP for one on the physical side (and `down` hands it back unconfigured).
+        "unconfigured": not any(a.get("family") == "inet" for a in (addrs[0].get("addr_info", []) if addrs else [])),
     }
 
 
