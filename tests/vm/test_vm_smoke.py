@@ -6,6 +6,8 @@ env var not set) exits 0 too, and would turn the tier green without testing anyt
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 pytestmark = pytest.mark.vm
@@ -30,6 +32,8 @@ def test_guest_session_passed(guest_run):
 
 @pytest.mark.parametrize("name", MUST_PASS)
 def test_guest_smoke_ran(guest_run, name):
+    if os.environ.get("NSROUTE_VM_TESTS"):
+        pytest.skip("NSROUTE_VM_TESTS chose another guest selection")
     outcome = guest_run.outcomes.get(name, "missing")
     assert outcome == "passed", f"{name}: {outcome}\n{guest_run.tail(40)}"
 
