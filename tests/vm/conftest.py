@@ -35,12 +35,11 @@ class GuestRun:
 
 
 def venv_for_vm() -> str:
-    """NSROUTE_VENV if set, else this interpreter's venv when it has vng, else the dev venv."""
-    if os.environ.get("NSROUTE_VENV"):
-        return os.environ["NSROUTE_VENV"]
-    if (Path(sys.prefix) / "bin" / "vng").exists():
-        return sys.prefix
-    return "/opt/nsroute-venv"
+    """NSROUTE_VENV, else VENV (what scripts/setup and scripts/test use), else this venv.
+
+    Why not fall back to the dev venv: the guest must run the same packages as this run.
+    """
+    return os.environ.get("NSROUTE_VENV") or os.environ.get("VENV") or sys.prefix
 
 
 def parse_junit(path: Path) -> dict[str, str]:
