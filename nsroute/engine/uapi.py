@@ -219,21 +219,26 @@ def socket_path(ifname: str) -> str:
     return f"{SOCKET_DIR}/{ifname}.sock"
 
 
-def get(ifname: str, timeout: float = 2.0) -> dict:
-    """Ask a running engine (ours or wireguard-go) for its state, parsed; for `status`."""
+def request(ifname: str, raw: bytes, timeout: float = 2.0) -> str:
+    """Send one raw request to an engine's UAPI socket and return its whole reply."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(timeout)
         s.connect(socket_path(ifname))
-        s.sendall(b"get=1\n\n")
+        s.sendall(raw)
         buf = b""
         while not buf.endswith(b"\n\n"):
             chunk = s.recv(65536)
             if not chunk:
                 break
             buf += chunk
+    return buf.decode()
+
+
+def get(ifname: str, timeout: float = 2.0) -> dict:
+    """Ask a running engine (ours or wireguard-go) for its state, parsed; for `status`."""
     dev: dict = {"peers": []}
     peer: dict | None = None
-    for line in buf.decode().splitlines():
+    for line in request(ifname, b"get=1\n\n", timeout).splitlines():
         key, _, value = line.partition("=")
         if key == "public_key":
             peer = {"public_key": bytes.fromhex(value), "allowed_ips": [], "endpoint": None}

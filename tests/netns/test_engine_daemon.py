@@ -7,28 +7,20 @@ import signal
 import socket
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from nsroute.engine.uapi import request as uapi_request
 from tests.support.netns import run, wait_for
 from tests.support.wgpair import BIN, Pair
 
 pytestmark = pytest.mark.root
 
 
-def uapi(ifname: str, request: bytes) -> str:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.settimeout(5)
-        s.connect(f"/var/run/wireguard/{ifname}.sock")
-        s.sendall(request)
-        buf = b""
-        while not buf.endswith(b"\n\n"):
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            buf += chunk
-    return buf.decode()
+def uapi(ifname: str, raw: bytes) -> str:
+    return uapi_request(ifname, raw, timeout=5)
 
 
 def engine_pid(ifname: str) -> int:
@@ -144,14 +136,23 @@ def test_bad_uapi_request_changes_nothing(lab):
     assert "listen_port=41001" in uapi(ifname, b"get=1\n\n")
 
 
-def test_engine_socket_in_other_namespace(lab, tmp_path):
-    """The whole-host shape: TUN in the protected namespace, UDP socket in the physical one."""
-    prot = lab.netns("P")
-    phys = lab.netns("Y")
-    server = lab.netns("S")
+@dataclass
+class SplitTunnel:
+    prot: object
+    phys: object
+    cif: str
+    conf: Path
+    env: dict
+
+
+def split_tunnel(lab, tmp_path: Path, outer: str, inner: str, allowed: str,
+                 extra_interface: str = "") -> SplitTunnel:
+    """Protected and physical namespaces for an nsroute engine, and a wireguard-go server
+    at {outer}.2 (inner {inner}.1) behind the physical one; returns the client config."""
+    prot, phys, server = lab.netns("P"), lab.netns("Y"), lab.netns("S")
     lab.veth(phys, "eth0", server, "eth0")
-    phys.ip("addr", "add", "172.20.0.1/24", "dev", "eth0")
-    server.ip("addr", "add", "172.20.0.2/24", "dev", "eth0")
+    phys.ip("addr", "add", f"{outer}.1/24", "dev", "eth0")
+    server.ip("addr", "add", f"{outer}.2/24", "dev", "eth0")
     sif, cif = f"wg{lab.tag}s", f"wg{lab.tag}c"
     skey, ckey = run(["wg", "genkey"]).stdout.strip(), run(["wg", "genkey"]).stdout.strip()
     spub = run(["wg", "pubkey"], input=skey).stdout.strip()
@@ -161,12 +162,19 @@ def test_engine_socket_in_other_namespace(lab, tmp_path):
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=30)
     lab.defer(lambda: server.ip("link", "del", sif, check=False))
     server.exec("wg", "set", sif, "listen-port", "51820", "private-key", "/dev/stdin",
-                "peer", cpub, "allowed-ips", "10.66.0.2/32", input=skey)
-    server.ip("addr", "add", "10.66.0.1/24", "dev", sif)
+                "peer", cpub, "allowed-ips", f"{inner}.2/32", input=skey)
+    server.ip("addr", "add", f"{inner}.1/24", "dev", sif)
     server.ip("link", "set", sif, "up")
     conf = tmp_path / "c.conf"
-    conf.write_text(f"[Interface]\nPrivateKey = {ckey}\n\n[Peer]\nPublicKey = {spub}\n"
-                    f"AllowedIPs = 0.0.0.0/0\nEndpoint = 172.20.0.2:51820\n")
+    conf.write_text(f"[Interface]\nPrivateKey = {ckey}\n{extra_interface}\n[Peer]\nPublicKey = {spub}\n"
+                    f"{allowed}\nEndpoint = {outer}.2:51820\n")
+    return SplitTunnel(prot, phys, cif, conf, env)
+
+
+def test_engine_socket_in_other_namespace(lab, tmp_path):
+    """The whole-host shape: TUN in the protected namespace, UDP socket in the physical one."""
+    t = split_tunnel(lab, tmp_path, "172.20.0", "10.66.0", "AllowedIPs = 0.0.0.0/0")
+    prot, phys, cif, conf, env = t.prot, t.phys, t.cif, t.conf, t.env
     pidfile = tmp_path / "engine.pid"
     r = subprocess.run(["ip", "netns", "exec", prot.name, str(BIN / "nsroute"), "engine", cif,
                         "--config", str(conf), "--socket-netns", phys.name, "--pidfile", str(pidfile)],

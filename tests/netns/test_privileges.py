@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.netns.test_engine_daemon import alive, engine_pid, uapi
+from tests.netns.test_engine_daemon import alive, engine_pid, split_tunnel, uapi
 from tests.support.netns import run, wait_for
 from tests.support.wgpair import BIN
 
@@ -24,25 +24,10 @@ def status_field(pid: int, name: str) -> str:
 
 
 def test_engine_drops_to_user_without_capabilities(lab, tmp_path):
-    prot, phys, server = lab.netns("P"), lab.netns("Y"), lab.netns("S")
-    lab.veth(phys, "eth0", server, "eth0")
-    phys.ip("addr", "add", "172.21.0.1/24", "dev", "eth0")
-    server.ip("addr", "add", "172.21.0.2/24", "dev", "eth0")
-    sif, cif = f"wg{lab.tag}s", f"wg{lab.tag}c"
-    skey, ckey = run(["wg", "genkey"]).stdout.strip(), run(["wg", "genkey"]).stdout.strip()
-    spub = run(["wg", "pubkey"], input=skey).stdout.strip()
-    cpub = run(["wg", "pubkey"], input=ckey).stdout.strip()
-    env = {k: v for k, v in os.environ.items() if k != "WG_PROCESS_FOREGROUND"}
-    subprocess.run(["ip", "netns", "exec", server.name, "wireguard-go", sif], env=env, check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=30)
-    lab.defer(lambda: server.ip("link", "del", sif, check=False))
-    server.exec("wg", "set", sif, "listen-port", "51820", "private-key", "/dev/stdin",
-                "peer", cpub, "allowed-ips", "10.67.0.2/32", input=skey)
-    server.ip("addr", "add", "10.67.0.1/24", "dev", sif)
-    server.ip("link", "set", sif, "up")
-    conf = tmp_path / "c.conf"
-    conf.write_text(f"[Interface]\nPrivateKey = {ckey}\nListenPort = 41234\n\n[Peer]\nPublicKey = {spub}\n"
-                    f"AllowedIPs = 10.67.0.0/24\nEndpoint = 172.21.0.2:51820\n")
+    t = split_tunnel(lab, tmp_path, "172.21.0", "10.67.0", "AllowedIPs = 10.67.0.0/24",
+                     extra_interface="ListenPort = 41234\n")
+    prot, phys, cif, conf, env = t.prot, t.phys, t.cif, t.conf, t.env
+    ckey = conf.read_text().split("PrivateKey = ")[1].split()[0]
     run_dir = tmp_path / "run"
     run_dir.mkdir(mode=0o700)
     pidfile = run_dir / "engine.pid"
