@@ -9,6 +9,14 @@ Counters: on SIGUSR1 the engine writes its drop and error counters (`device.drop
 /run/nsroute), replacing the file atomically, mode 0600. The write happens in the loop,
 not in the signal handler; a failure (say, an unprivileged engine and a root-owned run
 dir) is logged and the engine carries on.
+
+Time scale (TEST ONLY): NSROUTE_TIME_SCALE=N (a number from 1 to 1000; anything else is
+ignored with a warning) runs the protocol's clock N times faster, so a soak test sees a
+rekey every 120/N seconds. The `now` given to the device is start + (monotonic - start) * N,
+and its deadlines are converted back to real seconds for the epoll wait. TAI64N stamps and
+latest-handshake stay on real wall time (the peer checks TAI64N against its own record of
+us): device.wall_offset is kept at wall time minus the scaled `now`. Never set it in
+production: every timer of the protocol, keepalives and rate limits included, runs fast.
 """
 
 from __future__ import annotations
@@ -37,12 +45,31 @@ _RECV_SIZE = 65536
 OFFLOAD = os.environ.get("NSROUTE_OFFLOAD", "1") != "0"
 
 
+def time_scale() -> float:
+    """NSROUTE_TIME_SCALE (test only, see the module docstring); 1 when unset or refused."""
+    raw = os.environ.get("NSROUTE_TIME_SCALE", "").strip()
+    if not raw:
+        return 1.0
+    try:
+        n = float(raw)
+    except ValueError:
+        n = float("nan")
+    if not 1.0 <= n <= 1000.0:
+        log.warning("NSROUTE_TIME_SCALE=%r ignored: it must be a number from 1 to 1000", raw)
+        return 1.0
+    if n != 1.0:
+        log.warning("NSROUTE_TIME_SCALE=%g: protocol timers run %g times fast (test only)", n, n)
+    return n
+
+
 class Engine:
     _stats_requested = False  # set by SIGUSR1, served by the loop
 
     def __init__(self, ifname: str, mtu: int = 1420, socket_netns: str | None = None,
                  bring_up: bool = False) -> None:
         self.device = Device(wall_offset=time.time() - time.monotonic(), mtu=mtu)
+        self.scale = time_scale()
+        self._t0 = time.monotonic()
         self.errors: Counter[str] = Counter()
         self.udp = UDPSockets(socket_netns)
         try:
@@ -89,7 +116,7 @@ class Engine:
             raise uapi.UAPIError(errno.EIO, "internal error") from None
 
     def apply(self, plan: uapi.Plan) -> None:
-        uapi.apply(self.device, plan, time.monotonic(), rebind=self._rebind)
+        uapi.apply(self.device, plan, self.clock(time.monotonic()), rebind=self._rebind)
         self._flush_udp()
 
     def _rebind(self, port: int, fwmark: int) -> int:
@@ -106,6 +133,14 @@ class Engine:
         return self.udp.port
 
     # ------------------------------------------------------------------ loop
+
+    def clock(self, real: float) -> float:
+        """The protocol's `now` for monotonic time `real` (scaled under NSROUTE_TIME_SCALE)."""
+        if self.scale == 1.0:
+            return real
+        now = self._t0 + (real - self._t0) * self.scale
+        self.device.wall_offset = time.time() - now  # wall-clock values stay real
+        return now
 
     def stop(self, *_args) -> None:
         self._stop = True
@@ -141,15 +176,20 @@ class Engine:
         device = self.device
         next_house = time.monotonic() + HOUSEKEEPING
         reason = "stopped"
+        scale = self.scale
         while not self._stop:
-            now = time.monotonic()
+            real = time.monotonic()
+            now = self.clock(real)
             deadline = device.next_deadline()
-            wait = min(next_house, deadline) - now if deadline is not None else next_house - now
+            wait = next_house - real
+            if deadline is not None:
+                wait = min(wait, (deadline - now) / scale)
             try:
                 events = ep.poll(max(0.0, wait), 64)
             except InterruptedError:
                 continue
-            now = time.monotonic()
+            real = time.monotonic()
+            now = self.clock(real)
             for fd, ev in events:
                 if fd == tun_fd:
                     if not self._read_tun(now):
@@ -185,8 +225,8 @@ class Engine:
                     self._internal_error("handle_timers")
             self._flush_udp()
             self._flush_tun()
-            if now >= next_house:
-                next_house = now + HOUSEKEEPING
+            if real >= next_house:
+                next_house = real + HOUSEKEEPING
                 if not self.tun.exists():
                     reason, self._stop = "TUN device removed", True
                 elif not self.control.still_there():
