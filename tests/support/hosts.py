@@ -228,3 +228,84 @@ def wait_handshake(ns: Netns, ifname: str, timeout: float = 15.0) -> None:
         return len(out) >= 2 and out[1] != "0"
     wait_for(ok, timeout=timeout, what=f"a handshake on {ifname}")
 
+
+
+# ---------------------------------------------------------------- leak proof
+
+SERVER_WAN4, WG_PORT = "172.16.70.2", 51820
+
+
+class LeakGuard:
+    """Proof, on the router, that nothing but the WireGuard flow leaves the laptop's uplinks.
+
+    Two independent witnesses of packets arriving on lan0/lan1 that are NOT UDP to the VPN
+    server's WireGuard port, and not link noise (DHCP, DHCPv6, ARP, neighbour discovery, MLD):
+      - an nft counter `plain` in table inet nsrguard (prerouting, before anything else);
+      - tcpdump -Q in on each of lan0 and lan1 with the same filter, bounded by -c and by
+        `timeout`, its lines kept in a file: it must capture 0 packets.
+    Packets of the physical side's own making that are allowed: the ICMP port-unreachable its
+    kernel sends when a WireGuard datagram from the server finds no socket (the engine was
+    just killed), or when a DHCP reply arrives while udhcpc listens on a raw socket only. They
+    quote the router's or server's datagram (inner source port 51820 or 67), so a packet from
+    the protected namespace can never look like them.
+    """
+
+    UPLINKS = ("lan0", "lan1")
+    BPF = (f"not (udp and dst host {SERVER_WAN4} and dst port {WG_PORT})"
+           " and not arp"
+           " and not (udp and (port 67 or port 68 or port 546 or port 547))"
+           " and not (icmp6 and (ip6[40] == 133 or ip6[40] == 135 or ip6[40] == 136))"
+           " and not (ip6 multicast and ip6[6] == 0)"  # MLD reports, behind a hop-by-hop header
+           " and not (icmp and icmp[0] == 3 and icmp[1] == 3 and"
+           f" ((dst host {SERVER_WAN4} and icmp[28:2] == {WG_PORT}) or icmp[28:2] == 67))")
+    NFT = (
+        "table inet nsrguard {\n"
+        "  counter plain {}\n"
+        "  chain pre {\n    type filter hook prerouting priority -400; policy accept;\n"
+        "    iifname != { \"lan0\", \"lan1\" } return\n"
+        f"    ip daddr {SERVER_WAN4} udp dport {WG_PORT} return\n"
+        "    udp dport { 67, 68, 546, 547 } return\n"
+        "    icmpv6 type { nd-router-solicit, nd-neighbor-solicit, nd-neighbor-advert, mld2-listener-report,"
+        " mld-listener-report } return\n"
+        f"    ip daddr {SERVER_WAN4} icmp type destination-unreachable icmp code port-unreachable"
+        f" @th,224,16 {WG_PORT} return\n"
+        "    icmp type destination-unreachable icmp code port-unreachable @th,224,16 67 return\n"
+        "    counter name plain\n  }\n}\n")
+
+    def __init__(self, site: Site, limit: int = 50, max_seconds: int = 600) -> None:
+        self.site = site
+        R = site.router
+        path = site.tmp / "guard.nft"
+        path.write_text(self.NFT)
+        R.exec("nft", "-f", str(path))
+        self.dumps: list[tuple[subprocess.Popen, Path, Path]] = []
+        for dev in self.UPLINKS:
+            out, err = site.tmp / f"guard-{dev}.txt", site.tmp / f"guard-{dev}.err"
+            with open(out, "w") as o, open(err, "w") as e:
+                p = R.popen("timeout", str(max_seconds), "tcpdump", "-i", dev, "-Q", "in", "-n", "-l", "-e",
+                            "--immediate-mode", "-c", str(limit), self.BPF, stdout=o, stderr=e)
+            self.dumps.append((p, out, err))
+        for _p, _out, err in self.dumps:
+            wait_for(lambda err=err: "listening on" in err.read_text(), what="tcpdump to listen")
+
+    def counted(self) -> int:
+        out = self.site.router.exec("nft", "-j", "list", "counter", "inet", "nsrguard", "plain").stdout
+        return next(c["counter"]["packets"] for c in json.loads(out)["nftables"] if "counter" in c)
+
+    def captured(self) -> list[str]:
+        return [ln for _p, out, _err in self.dumps for ln in out.read_text().splitlines() if ln.strip()]
+
+    def assert_clean(self, when: str = "") -> None:
+        n, lines = self.counted(), self.captured()
+        assert n == 0 and not lines, (f"unencrypted packets left the laptop{' ' + when if when else ''}: "
+                                      f"nft counted {n}, tcpdump captured:\n" + "\n".join(lines[:20]))
+
+    def stop(self) -> None:
+        for p, _out, _err in self.dumps:
+            if p.poll() is None:
+                p.terminate()
+            try:
+                p.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(timeout=5)
