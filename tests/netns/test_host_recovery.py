@@ -6,7 +6,8 @@ import os
 
 import pytest
 
-from tests.support.hosts import Site
+from tests.netns.test_host_killswitch import BURST
+from tests.support.hosts import LeakGuard, Site
 
 pytestmark = pytest.mark.root
 
@@ -32,9 +33,14 @@ def _one_line_failure(p, *words):
 def test_up_killed_at_each_step_then_down_restores(lab, tmp_path):
     site = Site(lab, tmp_path)
     before = site.picture()
+    guard = LeakGuard(site)  # nothing but WireGuard leaves the laptop, whatever the step
+    lab.defer(guard.stop)
     for step in STEPS:
         p = site.up(env={"NSROUTE_FAULT_AFTER_STEP": step})
         assert p.returncode != 0, f"up was not killed at {step}"
+        if STEPS.index(step) >= STEPS.index("moved:eth1"):  # no uplink left in the laptop's namespace
+            site.laptop.exec("python3", "-c", BURST, timeout=60)
+            guard.assert_clean(f"after a kill at {step}")
         if step == "netns":
             _one_line_failure(site.up(), "half-way")
         _ok(site.down())
@@ -42,6 +48,7 @@ def test_up_killed_at_each_step_then_down_restores(lab, tmp_path):
         assert not os.path.exists(f"/run/netns/{site.physical}"), step
         assert not os.path.exists(f"/etc/netns/{site.physical}"), step
         assert site.laptop.pids() == [], f"processes left after a kill at {step}"
+    guard.assert_clean()
 
 
 def test_bad_input_changes_nothing(lab, tmp_path):
