@@ -297,6 +297,8 @@ class LeakGuard:
 
     def assert_clean(self, when: str = "") -> None:
         n, lines = self.counted(), self.captured()
+        for p, _out, err in self.dumps:  # a witness that died would see nothing
+            assert p.poll() is None or lines, f"tcpdump stopped: {err.read_text()}"
         assert n == 0 and not lines, (f"unencrypted packets left the laptop{' ' + when if when else ''}: "
                                       f"nft counted {n}, tcpdump captured:\n" + "\n".join(lines[:20]))
 
