@@ -2,6 +2,8 @@
 
 `impl` is "nsroute" (our nsroute-wg) or "wireguard-go" (the Debian package): both start as
 `CMD IFNAME` and are configured with the stock `wg` and `ip` tools, exactly as a user would.
+"kernel" is the kernel's own module (`ip link add IF type wireguard`; VM tier only), configured
+with the same commands.
 """
 
 from __future__ import annotations
@@ -57,6 +59,19 @@ class Side:
         return [line.split("\t") for line in self.wg("show", self.ifname, "dump").stdout.splitlines()]
 
     def start(self, tmp: Path) -> None:
+        if self.impl == "kernel":
+            self.ns.ip("link", "add", self.ifname, "type", "wireguard")
+        else:
+            self._start_daemon(tmp)
+        key = tmp / f"{self.ifname}.key"
+        key.write_text(self.private + "\n")
+        key.chmod(0o600)
+        self.wg("set", self.ifname, "private-key", str(key), "listen-port", str(self.port))
+        self.ns.ip("addr", "add", f"{self.inner4}/24", "dev", self.ifname)
+        self.ns.ip("addr", "add", f"{self.inner6}/64", "dev", self.ifname, "nodad")
+        self.ns.ip("link", "set", self.ifname, "up")
+
+    def _start_daemon(self, tmp: Path) -> None:
         # wireguard-go marks its re-executed daemon child with WG_PROCESS_FOREGROUND=1; an
         # inherited (even empty) value makes that child fork again without end.
         env = {k: v for k, v in os.environ.items() if k != "WG_PROCESS_FOREGROUND"}
@@ -69,13 +84,6 @@ class Side:
         assert rc == 0, f"{self.impl} failed to start: {log.read_text()}"
         wait_for(lambda: Path(f"/var/run/wireguard/{self.ifname}.sock").exists(), 10,
                  what=f"{self.impl} UAPI socket")
-        key = tmp / f"{self.ifname}.key"
-        key.write_text(self.private + "\n")
-        key.chmod(0o600)
-        self.wg("set", self.ifname, "private-key", str(key), "listen-port", str(self.port))
-        self.ns.ip("addr", "add", f"{self.inner4}/24", "dev", self.ifname)
-        self.ns.ip("addr", "add", f"{self.inner6}/64", "dev", self.ifname, "nodad")
-        self.ns.ip("link", "set", self.ifname, "up")
 
     def stop(self) -> None:
         self.ns.ip("link", "del", self.ifname, check=False)
