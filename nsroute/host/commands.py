@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from .. import config as wgconfig
-from . import dhcp, dns, hooks, netns, networkmanager, procs, tunnel, wifi
+from . import dhcp, dns, hooks, kernelwg, netns, networkmanager, procs, tunnel, wifi
 from . import interfaces as ifaces
 from . import status as status_mod
 from .errors import HostError
@@ -62,34 +62,34 @@ def up(config: str, physical: str = "physical", interfaces: list[str] | None = N
        into: str | None = None, backend: str = "auto") -> None:
     """Move the physical interfaces out, start the engine, route everything through it."""
     _require_root()
-    if backend == "kernel":
-        raise HostError("the kernel backend is not available yet; use --backend userspace")
     cfg = _load(config)
     if into is not None:
-        return _up_into(cfg, into)
+        return _up_into(cfg, into, backend)
     store = Store(state_key(physical))
     if store.exists():
         st = _load_state(store)
         if not st.complete:
             raise HostError(f"an earlier `nsroute up` stopped half-way; run `nsroute down --physical {physical}` first")
-        if procs.alive(st.engine) and netns.link(None, st.ifname) is not None:
+        if _tunnel_alive(st, None):
             raise HostError(f"already up: tunnel {st.ifname}, physical namespace '{physical}' (nothing changed)")
         if st.ifname != cfg.name:
             raise HostError(f"physical namespace '{physical}' serves tunnel {st.ifname}, not {cfg.name}; "
                             "run `nsroute down` first")
-        return _resume(cfg, st, store)
+        return _resume(cfg, st, store, backend)
     if netns.exists(physical):
         raise HostError(f"namespace '{physical}' already exists and was not made by nsroute; "
                         "pick another name with --physical")
     if netns.link(None, cfg.name) is not None:
         raise HostError(f"interface {cfg.name} already exists")
     names = _select(interfaces or [], cfg.name)
+    chosen = _choose_backend(backend)
     wiphys = _wiphys(names)
     for w in wiphys:
         names += [n for n in w["ifaces"] if n not in names]
     snaps = [ifaces.snapshot(n) for n in names]
     st = State(mode="host", physical=physical, config_path=os.path.abspath(cfg.path), ifname=cfg.name,
-               interfaces=snaps, wiphys=wiphys, snapshot_time=snaps[0]["time"] if snaps else 0.0)
+               interfaces=snaps, wiphys=wiphys, snapshot_time=snaps[0]["time"] if snaps else 0.0,
+               backend=chosen)
     wireless = [n for w in wiphys for n in w["ifaces"]]
     st.wpa_original = [argv for _, argv in wifi.wpa_supplicants(wireless)] if wireless else []
     store.mark(st, "prepare")
@@ -231,8 +231,27 @@ def _default_metric(snap: dict) -> int | None:
     return d[0].get("metric") if d else None
 
 
+def _choose_backend(requested: str) -> str:
+    """Before the first change: `kernel` without the module fails here, nothing touched."""
+    chosen = kernelwg.choose(requested)
+    if requested == "auto":
+        _say(f"backend {chosen}" + (" (wireguard module present)" if chosen == "kernel"
+                                    else " (no wireguard kernel module)"))
+    return chosen
+
+
+def _tunnel_alive(st: State, ns: str | None) -> bool:
+    """The tunnel serves: its kernel WireGuard link, or the engine and its TUN, are there."""
+    if st.backend == "kernel":
+        return kernelwg.is_wireguard(st.ifname, ns)
+    return procs.alive(st.engine) and netns.link(ns, st.ifname) is not None
+
+
 def _engine_and_tunnel(cfg: wgconfig.Config, st: State, store: Store, tun_ns: str | None, socket_ns: str,
                        local_resolve: bool = False) -> None:
+    if st.backend == "kernel":
+        create_ns = None if st.mode == "into" else socket_ns
+        return _kernel_tunnel(cfg, st, store, tun_ns, create_ns, local_resolve)
     endpoints = tunnel.resolve_endpoints(cfg, socket_ns, local=local_resolve)
     setconf = store.dir / f"{store.path.stem}.setconf"
     tunnel.write_private(setconf, tunnel.setconf_text(cfg, endpoints))
@@ -247,6 +266,34 @@ def _engine_and_tunnel(cfg: wgconfig.Config, st: State, store: Store, tun_ns: st
     tunnel.configure(cfg, cfg.name, tun_ns)
     st.tunnel_addresses = [str(a) for a in cfg.interface.addresses]
     store.mark(st, "tunnel")
+
+
+def _kernel_tunnel(cfg: wgconfig.Config, st: State, store: Store, tun_ns: str | None, create_ns: str | None,
+                   local_resolve: bool) -> None:
+    """WireGuard's netns recipe: create where the socket must live, configure, move in."""
+    spec = kernelwg.device_spec(cfg, kernelwg.resolve_endpoints(cfg, create_ns, local=local_resolve))
+    if netns.link(create_ns, cfg.name) is not None:
+        raise HostError(f"interface {cfg.name} already exists in {create_ns or 'this namespace'}")
+    st.engine = None
+    (store.dir / f"{store.path.stem}.engine.pid").unlink(missing_ok=True)
+    st.kernel_link = "created"  # before the change: teardown removes it from create_ns
+    store.save(st)
+    _say(f"ip link add {cfg.name} type wireguard (in {create_ns or 'this namespace'}, where its socket stays)")
+    kernelwg.create(cfg.name, create_ns, cfg.interface.mtu or tunnel.DEFAULT_MTU)
+    store.mark(st, "kernel-created")
+    kernelwg.configure(cfg.name, create_ns, spec)
+    _say(f"ip link set {cfg.name} netns {tun_ns or 'this namespace'}")
+    kernelwg.move(cfg.name, create_ns, tun_ns)
+    st.kernel_link = "moved"
+    store.mark(st, "kernel-moved")
+    tunnel.configure(cfg, cfg.name, tun_ns)
+    st.tunnel_addresses = [str(a) for a in cfg.interface.addresses]
+    store.mark(st, "tunnel")
+
+
+def _create_ns(st: State) -> str | None:
+    """Where the kernel backend creates its link: physical (host mode), else our own namespace."""
+    return st.physical if st.mode == "host" else None
 
 
 def _write_engine_pidfile(store: Store, pid: int) -> None:
@@ -267,12 +314,21 @@ def _dns(cfg: wgconfig.Config, st: State, store: Store, path: str) -> None:
     store.mark(st, "dns")
 
 
-def _resume(cfg: wgconfig.Config, st: State, store: Store) -> None:
-    """The engine died while the interfaces stayed put: start it again, move nothing."""
-    _say(f"engine of {st.ifname} is gone; restarting it (interfaces stay in '{st.physical}')")
+def _resume(cfg: wgconfig.Config, st: State, store: Store, backend: str = "auto") -> None:
+    """The engine died (or the kernel link was deleted) while the interfaces stayed put:
+    start it again, move nothing. `auto` keeps the backend the state records."""
+    new_backend = st.backend if backend == "auto" else kernelwg.choose(backend)
+    if st.backend == "kernel":
+        _say(f"WireGuard link {st.ifname} is gone; recreating it (interfaces stay in '{st.physical}')")
+    else:
+        _say(f"engine of {st.ifname} is gone; restarting it (interfaces stay in '{st.physical}')")
     procs.stop(st.engine)
     tun_ns = st.into if st.mode == "into" else None
     tunnel.remove_tun(st.ifname, tun_ns)
+    if st.kernel_link == "created" and (st.mode == "into" or netns.exists(st.physical)):
+        kernelwg.delete(st.ifname, _create_ns(st))  # an earlier resume stopped before the move
+    st.kernel_link = ""
+    st.backend = new_backend
     socket_ns = st.physical if st.mode == "host" else netns.path_of(None)
     try:
         _engine_and_tunnel(cfg, st, store, tun_ns=tun_ns, socket_ns=socket_ns, local_resolve=st.mode == "into")
@@ -280,7 +336,7 @@ def _resume(cfg: wgconfig.Config, st: State, store: Store) -> None:
         raise HostError(f"{e} (the interfaces stay in the physical namespace: nothing leaks)") from None
 
 
-def _up_into(cfg: wgconfig.Config, into: str) -> None:
+def _up_into(cfg: wgconfig.Config, into: str, backend: str = "auto") -> None:
     """Container mode: the tunnel becomes the only interface (with lo) of `into`."""
     if not netns.exists(into):
         raise HostError(f"no such network namespace: {into}")
@@ -289,14 +345,16 @@ def _up_into(cfg: wgconfig.Config, into: str) -> None:
         st = _load_state(store)
         if not st.complete:
             raise HostError(f"an earlier `nsroute up --into {into}` stopped half-way; run `nsroute down {cfg.name} --into {into}` first")
-        if procs.alive(st.engine) and netns.link(into, st.ifname) is not None:
+        if _tunnel_alive(st, into):
             raise HostError(f"already up: tunnel {st.ifname} in {into} (nothing changed)")
-        return _resume(cfg, st, store)
+        return _resume(cfg, st, store, backend)
     if netns.same(into, None):
         raise HostError(f"{into} is the namespace nsroute runs in; --into needs another one")
     if netns.link(into, cfg.name) is not None:
         raise HostError(f"interface {cfg.name} already exists in {into}")
-    st = State(mode="into", physical="", into=into, config_path=os.path.abspath(cfg.path), ifname=cfg.name)
+    chosen = _choose_backend(backend)
+    st = State(mode="into", physical="", into=into, config_path=os.path.abspath(cfg.path), ifname=cfg.name,
+               backend=chosen)
     store.mark(st, "prepare")
     try:
         hooks.run("PreUp", cfg.interface.hooks["preup"], cfg.name)
@@ -384,6 +442,8 @@ def teardown(st: State, store: Store, run_hooks: bool) -> list[str]:
         pass  # the container is gone, and its tunnel with it
     else:
         tunnel.remove_tun(st.ifname, tun_ns)
+    if st.kernel_link == "created" and (st.mode == "into" or netns.exists(st.physical)):
+        kernelwg.delete(st.ifname, _create_ns(st))  # made, not yet moved in
     if st.resolv_path and st.resolv_saved is not None:
         try:
             dns.write_in_place(st.resolv_path, st.resolv_saved)

@@ -60,6 +60,8 @@ class State:
     wpa: list[Proc] = field(default_factory=list)
     wpa_original: list[list[str]] = field(default_factory=list)
     nm_released: list[str] = field(default_factory=list)  # devices NetworkManager gave up to us
+    backend: str = "userspace"  # "userspace" (engine process) or "kernel" (wireguard link)
+    kernel_link: str = ""  # kernel backend: "" none made, "created" (not yet moved), "moved"
     engine: Proc | None = None
     engine_config: str = ""
     tunnel_addresses: list[str] = field(default_factory=list)

@@ -7,7 +7,7 @@ import json
 import time
 from typing import Any
 
-from . import netns, procs
+from . import kernelwg, netns, procs
 from .state import State
 
 
@@ -46,8 +46,13 @@ def gather(st: State, now: float | None = None) -> dict[str, Any]:
                            "dhcp_pid": dhcp[0] if dhcp else None,
                            "wireless": any(snap["name"] in w["ifaces"] for w in st.wiphys)})
     tstate, taddrs = _addrs(tun_ns, st.ifname)
-    engine_alive = procs.alive(st.engine)
-    dev = _uapi(st.ifname) if engine_alive else None
+    kernel = st.backend == "kernel"
+    if kernel:  # no engine process: the kernel's link, read over netlink where it lives
+        dev = kernelwg.device(st.ifname, tun_ns) if tstate != "missing" else None
+        engine_alive = dev is not None
+    else:
+        engine_alive = procs.alive(st.engine)
+        dev = _uapi(st.ifname) if engine_alive else None
     peers = []
     for p in (dev or {}).get("peers", []):
         hs = p.get("last_handshake_time") or 0
@@ -71,7 +76,8 @@ def gather(st: State, now: float | None = None) -> dict[str, Any]:
         "interfaces": ifaces,
         "tunnel": {"name": st.ifname, "state": tstate, "addresses": taddrs,
                    "listen_port": (dev or {}).get("listen_port")},
-        "engine": {"pid": st.engine.pid if st.engine else None, "running": engine_alive,
+        "backend": st.backend,
+        "engine": {"pid": st.engine.pid if st.engine and not kernel else None, "running": engine_alive,
                    "answering": dev is not None},
         "dns": {"file": st.resolv_path or None, "managed": bool(st.resolv_path)},
         "dhcp_clients": [p.pid for p in st.dhcp if procs.alive(p)],
@@ -109,14 +115,19 @@ def render(info: dict[str, Any]) -> str:
     """A few lines that answer 'am I protected?' first, details after."""
     t, e = info["tunnel"], info["engine"]
     head = {"up": "up: all traffic goes through the tunnel",
-            "broken": "BROKEN: the engine is not running - nothing leaks, but nothing passes; run `nsroute up` again",
+            "broken": ("BROKEN: the WireGuard link is gone" if info.get("backend") == "kernel" else
+                       "BROKEN: the engine is not running")
+            + " - nothing leaks, but nothing passes; run `nsroute up` again",
             "incomplete": "INCOMPLETE: an `nsroute up` stopped half-way; run `nsroute down`"}[info["state"]]
     lines = [f"nsroute {head}"]
     where = f"namespace {info['into']}" if info["mode"] == "into" else "this namespace"
     lines.append(f"tunnel:    {t['name']} ({t['state']}) in {where}  {' '.join(t['addresses'])}")
     eng = f"pid {e['pid']}, " if e["pid"] else ""
-    lines.append(f"engine:    {eng}{'running' if e['running'] else 'NOT RUNNING'}"
-                 + ("" if e["answering"] or not e["running"] else ", not answering"))
+    if info.get("backend") == "kernel":
+        lines.append("engine:    kernel WireGuard" + ("" if e["running"] else ": the link is GONE"))
+    else:
+        lines.append(f"engine:    {eng}{'running' if e['running'] else 'NOT RUNNING'}"
+                     + ("" if e["answering"] or not e["running"] else ", not answering"))
     lines.append(f"config:    {info['config']}")
     if info["mode"] == "host":
         lines.append(f"physical:  namespace '{info['physical_namespace']}' (ip netns exec "
