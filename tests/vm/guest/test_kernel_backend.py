@@ -1,0 +1,98 @@
+"""`nsroute up --backend kernel` on a simulated laptop, in the VM guest (real wireguard.ko).
+
+WireGuard's netns recipe, automated: the interface is created in the physical namespace
+(its UDP socket stays there), configured over netlink, moved into the protected one. The
+VPN server is wireguard-go, so this is also kernel <-> wireguard-go interop. One test, few
+Python starts: each costs seconds under TCG.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from tests.netns.test_host_killswitch import BURST
+from tests.support.hosts import BEHIND4, BEHIND6, VPN_NAME, Site
+from tests.support.netns import Netns
+
+# Counted on the router: what arrives on lan0/lan1 that is neither the WireGuard flow to the
+# server, nor link noise (DHCP, ND, MLD), nor the ICMP port-unreachable that the physical
+# side's kernel sends when a datagram from the server (source port 51820, quoted at
+# transport-header byte 28) finds the deleted link's socket gone.
+COUNTER = """table inet nsrkwg {
+  counter leak {}
+  chain pre {
+    type filter hook prerouting priority -350; policy accept;
+    iifname != { "lan0", "lan1" } return
+    ip daddr 172.16.70.2 udp dport 51820 return
+    udp dport { 67, 68, 546, 547 } return
+    icmpv6 type { nd-router-solicit, nd-neighbor-solicit, nd-neighbor-advert, mld2-listener-report,
+                  mld-listener-report } return
+    ip daddr 172.16.70.2 icmp type destination-unreachable icmp code port-unreachable @th,224,16 51820 return
+    counter name leak
+  }
+}
+"""
+
+
+def _install_counter(site: Site) -> None:
+    path = site.tmp / "kwg-counter.nft"
+    path.write_text(COUNTER)
+    site.router.exec("nft", "-f", str(path))
+
+
+def _counted(site: Site) -> int:
+    out = site.router.exec("nft", "-j", "list", "counter", "inet", "nsrkwg", "leak").stdout
+    return next(c["counter"]["packets"] for c in json.loads(out)["nftables"] if "counter" in c)
+
+
+def _ok(p):
+    assert p.returncode == 0, f"exit {p.returncode}\nstdout: {p.stdout}\nstderr: {p.stderr}"
+    return p
+
+
+def test_kernel_backend_up_killswitch_resume_down(kernel_modules, lab, tmp_path):
+    site = Site(lab, tmp_path, endpoint=f"{VPN_NAME}:51820")
+    L, phys = site.laptop, Netns(site.physical)
+    before = site.picture()
+
+    _ok(site.up("--backend", "kernel"))
+    # the protected namespace has only lo and the kernel's WireGuard link
+    assert sorted(L.links()) == sorted(["lo", site.tun])
+    assert "wireguard" in L.ip("-d", "link", "show", "dev", site.tun).stdout
+    assert sorted(phys.links()) == ["eth0", "eth1", "lo"]
+    L.exec("ping", "-c", "2", "-W", "3", BEHIND4, timeout=30)
+    L.exec("ping", "-6", "-c", "2", "-W", "3", BEHIND6, timeout=30)
+
+    info = json.loads(_ok(site.nsroute("status", "--physical", site.physical, "--json")).stdout)
+    assert info["backend"] == "kernel" and info["state"] == "up", info
+    (peer,) = info["peers"]
+    assert peer["latest_handshake"] and peer["rx_bytes"] > 0, peer
+    assert peer["endpoint"] == "172.16.70.2:51820"  # resolved on the physical side (dnsmasq)
+    # the UDP socket lives in the physical namespace, not in the protected one
+    port = info["tunnel"]["listen_port"]
+    assert port and f":{port}" in phys.exec("ss", "-Huan").stdout
+    assert f":{port}" not in L.exec("ss", "-Huan").stdout
+
+    # kill switch: the link deleted, nothing from the protected side reaches the router
+    _install_counter(site)
+    base = _counted(site)
+    L.ip("link", "del", "dev", site.tun)
+    assert L.links() == ["lo"]
+    assert L.exec("python3", "-c", BURST, timeout=60).stdout.strip() == "0"
+    for args in (("ping", "-c", "2", "-i", "0.2", "-W", "1", BEHIND4), ("ping", "-c", "1", "-W", "1", "192.168.50.1"),
+                 ("ping", "-6", "-c", "1", "-W", "1", "fd50::1")):
+        assert L.exec(*args, check=False).returncode != 0
+    assert _counted(site) == base, "packets other than the WireGuard flow reached the router"
+
+    # up again (auto keeps the recorded backend): recreated, nothing moved twice
+    _ok(site.up())
+    assert sorted(L.links()) == sorted(["lo", site.tun])
+    assert "wireguard" in L.ip("-d", "link", "show", "dev", site.tun).stdout
+    assert sorted(phys.links()) == ["eth0", "eth1", "lo"]
+    L.exec("ping", "-c", "2", "-W", "3", BEHIND4, timeout=30)
+
+    _ok(site.down())
+    assert site.picture() == before
+    assert not os.path.exists(f"/run/netns/{site.physical}")
+    assert not os.listdir(site.run_dir)
