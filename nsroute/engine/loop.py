@@ -4,9 +4,14 @@ Each wake-up drains every ready descriptor in batches (up to BATCH packets per s
 feeds the device, then flushes everything the device produced at once. Batching the
 syscalls is where a Python data path gets its speed; the device never does I/O itself.
 
-Counters: on SIGUSR1 the engine writes its drop and error counters (`device.drops`,
-`errors`) as JSON to `$NSROUTE_RUN_DIR/engine-IFNAME.stats.json` (default run dir
-/run/nsroute), replacing the file atomically, mode 0600. The write happens in the loop,
+TUN offload (nsroute.engine.tun, .vnet): the TUN is opened with IFF_VNET_HDR and
+TUNSETOFFLOAD, so one read may carry a TCP super-packet that is cut into MTU-sized packets
+before the device sees them, and every write carries a (zero) virtio_net_hdr. It falls
+back to the plain TUN where the kernel refuses it.
+
+Counters: on SIGUSR1 the engine writes its drop, error and offload counters
+(`device.drops`, `errors`, `offload`) as JSON to
+`$NSROUTE_RUN_DIR/engine-IFNAME.stats.json` (default run dir /run/nsroute), replacing the file atomically, mode 0600. The write happens in the loop,
 not in the signal handler; a failure (say, an unprivileged engine and a root-owned run
 dir) is logged and the engine carries on.
 
@@ -32,7 +37,7 @@ import time
 from collections import Counter
 
 from ..wireguard.device import Device
-from . import gso, uapi
+from . import gso, uapi, vnet
 from .control import ControlSocket
 from .tun import Tun
 from .udp import UDPSockets
@@ -41,7 +46,8 @@ log = logging.getLogger("nsroute.engine")
 BATCH = 128
 HOUSEKEEPING = 1.0
 _RECV_SIZE = 65536
-# NSROUTE_OFFLOAD=0 turns off UDP GSO/GRO (to compare, or to rule them out).
+# NSROUTE_OFFLOAD=0 turns off UDP GSO/GRO and the TUN offload (to compare, or to rule
+# them out).
 OFFLOAD = os.environ.get("NSROUTE_OFFLOAD", "1") != "0"
 
 
@@ -71,13 +77,17 @@ class Engine:
         self.scale = time_scale()
         self._t0 = time.monotonic()
         self.errors: Counter[str] = Counter()
+        self.offload: Counter[str] = Counter()
         self.udp = UDPSockets(socket_netns)
         try:
-            self.tun = Tun(ifname, mtu)
+            self.tun = Tun(ifname, mtu, offload=OFFLOAD)
         except BaseException:
             self.udp.release()
             raise
         self.control: ControlSocket | None = None
+        if self.tun.offload_refused:
+            log.info("TUN offload refused (%s): %s", "; ".join(self.tun.offload_refused),
+                     f"using flags {self.tun.offload_flags:#x}" if self.tun.vnet else "plain TUN")
         try:
             self.udp.bind(0)
             self.device.listen_port = self.udp.port
@@ -243,6 +253,8 @@ class Engine:
     # ------------------------------------------------------------------ data path
 
     def _read_tun(self, now: float) -> bool:
+        if self.tun.vnet:
+            return self._read_tun_vnet(now)
         fd = self.tun.fd
         send = self.device.send_packet
         for _ in range(BATCH):
@@ -257,6 +269,40 @@ class Engine:
                 break
             try:
                 send(pkt, now)
+            except Exception:  # a bug must cost one packet, never the tunnel
+                self._internal_error("send_packet")
+        return True
+
+    def _read_tun_vnet(self, now: float) -> bool:
+        """Like _read_tun, but each read has a virtio_net_hdr and may be a super-packet."""
+        fd = self.tun.fd
+        send = self.device.send_packet
+        offload = self.offload
+        hdr_len = vnet.HDR_LEN
+        for _ in range(BATCH):
+            try:
+                buf = os.read(fd, _RECV_SIZE + hdr_len)
+            except BlockingIOError:
+                break
+            except OSError as e:
+                if e.errno in (errno.EBADFD, errno.ENODEV, errno.EIO):
+                    return False
+                self.errors[f"tun_read_{e.errno}"] += 1
+                break
+            try:
+                if buf[0] == 0 and buf[1] == 0:  # no checksum to finish, no GSO: as is
+                    send(buf[hdr_len:], now)
+                    continue
+                pkts = vnet.packets(buf)
+                if buf[1]:  # gso_type
+                    offload["tun_gso_split"] += 1
+                    offload["tun_gso_segments"] += len(pkts)
+                else:
+                    offload["tun_csum_completed"] += 1
+                for pkt in pkts:
+                    send(pkt, now)
+            except vnet.VnetError:
+                self.errors["tun_bad_vnet_hdr"] += 1
             except Exception:  # a bug must cost one packet, never the tunnel
                 self._internal_error("send_packet")
         return True
@@ -330,10 +376,22 @@ class Engine:
             return
         self.device.tun_out = []
         fd = self.tun.fd
+        if self.tun.vnet:
+            self._flush_tun_vnet(fd, out)
+            return
         write = os.write
         for pkt in out:
             try:
                 write(fd, pkt)
+            except OSError as e:
+                self.errors[f"tun_write_{errno.errorcode.get(e.errno, e.errno)}"] += 1
+
+    def _flush_tun_vnet(self, fd: int, out: list[bytes]) -> None:
+        """Write each packet behind a zero virtio_net_hdr."""
+        writev, hdr = os.writev, vnet.ZERO_HDR
+        for pkt in out:
+            try:
+                writev(fd, (hdr, pkt))
             except OSError as e:
                 self.errors[f"tun_write_{errno.errorcode.get(e.errno, e.errno)}"] += 1
 
@@ -345,7 +403,9 @@ class Engine:
 
     def stats(self) -> dict:
         return {"ifname": self.tun.name, "pid": os.getpid(), "time": time.time(),
-                "drops": dict(self.device.drops), "errors": dict(self.errors)}
+                "drops": dict(self.device.drops), "errors": dict(self.errors),
+                "offload": {"tun_vnet": self.tun.vnet, "tun_flags": self.tun.offload_flags,
+                            "tun_refused": self.tun.offload_refused, **self.offload}}
 
     def request_stats(self, *_args) -> None:
         """SIGUSR1: ask the loop to write the counters (nothing else is safe in a handler)."""

@@ -1,4 +1,14 @@
-"""The TUN device: one file descriptor that reads and writes raw IP packets."""
+"""The TUN device: one file descriptor that reads and writes raw IP packets.
+
+With `offload=True` the device is opened with IFF_VNET_HDR and TUNSETOFFLOAD (checksum,
+TSO4/6 and, where the kernel has them, USO4/6): every read and write then carries a
+10-byte virtio_net_hdr, and a read may return a TCP super-packet of up to 64 KB that
+nsroute.engine.vnet cuts up. Where the kernel refuses an offload set it tries a smaller
+one, and where it refuses them all (or lacks IFF_VNET_HDR) it reopens the device plain:
+`vnet` says which mode it ended in, `offload_flags` what the kernel accepted.
+`NSROUTE_TUN_OFFLOAD_FLAGS` (an integer, say 0x7) asks for exactly that set and nothing
+else, to try one offload alone or to force the fallback in tests.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +19,19 @@ import socket
 import struct
 
 TUNSETIFF = 0x400454CA
+TUNSETOFFLOAD = 0x400454D0
+TUNSETVNETHDRSZ = 0x400454D8
 IFF_TUN = 0x0001
 IFF_NO_PI = 0x1000
+IFF_VNET_HDR = 0x4000
+TUN_F_CSUM = 0x01
+TUN_F_TSO4 = 0x02
+TUN_F_TSO6 = 0x04
+TUN_F_USO4 = 0x20
+TUN_F_USO6 = 0x40
+# Tried in order; the first the kernel takes wins (USO arrived in Linux 6.2).
+OFFLOAD_SETS = (TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_USO4 | TUN_F_USO6,
+                TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6)
 SIOCGIFFLAGS = 0x8913
 SIOCSIFFLAGS = 0x8914
 SIOCSIFMTU = 0x8922
@@ -26,22 +47,69 @@ def _ifreq(name: str, fmt: str = "H", *vals) -> bytes:
     return struct.pack(f"16s{fmt}", name.encode(), *vals).ljust(40, b"\0")
 
 
+def _offload_sets() -> tuple[int, ...]:
+    forced = os.environ.get("NSROUTE_TUN_OFFLOAD_FLAGS")
+    if not forced:
+        return OFFLOAD_SETS
+    try:
+        return (int(forced, 0),)
+    except ValueError:
+        raise TunError(errno.EINVAL, f"NSROUTE_TUN_OFFLOAD_FLAGS={forced!r} is not an integer") from None
+
+
 class Tun:
-    def __init__(self, name: str, mtu: int = 1420) -> None:
+    def __init__(self, name: str, mtu: int = 1420, offload: bool = False) -> None:
+        self.vnet = False
+        self.offload_flags = 0
+        self.offload_refused: list[str] = []  # why each refused set was refused
+        self.fd = -1
+        if offload:
+            sets = _offload_sets()
+            try:
+                self.fd = self._open(name, IFF_TUN | IFF_NO_PI | IFF_VNET_HDR)
+            except TunError as e:
+                if e.errno != errno.EINVAL:
+                    raise
+                self.offload_refused.append("IFF_VNET_HDR: EINVAL")
+            else:
+                name = self.name
+                self._enable_offload(sets)
+        if self.fd < 0:
+            self.fd = self._open(name, IFF_TUN | IFF_NO_PI)
+        self.ifindex = socket.if_nametoindex(self.name)
+        self.set_mtu(mtu)
+
+    def _open(self, name: str, flags: int) -> int:
         try:
-            self.fd = os.open("/dev/net/tun", os.O_RDWR | os.O_CLOEXEC | os.O_NONBLOCK)
+            fd = os.open("/dev/net/tun", os.O_RDWR | os.O_CLOEXEC | os.O_NONBLOCK)
         except OSError as e:
             raise TunError(e.errno, f"cannot open /dev/net/tun: {e.strerror}") from None
         try:
-            res = fcntl.ioctl(self.fd, TUNSETIFF, _ifreq(name, "H", IFF_TUN | IFF_NO_PI))
+            res = fcntl.ioctl(fd, TUNSETIFF, _ifreq(name, "H", flags))
         except OSError as e:
-            os.close(self.fd)
+            os.close(fd)
             if e.errno == errno.EBUSY:
                 raise TunError(e.errno, f"interface {name} already exists") from None
             raise TunError(e.errno, f"cannot create TUN {name}: {e.strerror}") from None
         self.name = res[:16].rstrip(b"\0").decode()
-        self.ifindex = socket.if_nametoindex(self.name)
-        self.set_mtu(mtu)
+        return fd
+
+    def _enable_offload(self, sets: tuple[int, ...]) -> None:
+        try:
+            fcntl.ioctl(self.fd, TUNSETVNETHDRSZ, struct.pack("i", 10))
+            for flags in sets:
+                try:
+                    fcntl.ioctl(self.fd, TUNSETOFFLOAD, flags)
+                except OSError as e:
+                    self.offload_refused.append(f"{flags:#x}: {errno.errorcode.get(e.errno, e.errno)}")
+                    continue
+                self.vnet, self.offload_flags = True, flags
+                return
+        except OSError as e:
+            self.offload_refused.append(f"TUNSETVNETHDRSZ: {errno.errorcode.get(e.errno, e.errno)}")
+        # Refused: the device goes with the descriptor; __init__ opens it again, plain.
+        os.close(self.fd)
+        self.fd = -1
 
     def _ctl(self) -> socket.socket:
         return socket.socket(socket.AF_INET, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
