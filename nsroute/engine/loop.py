@@ -6,8 +6,11 @@ syscalls is where a Python data path gets its speed; the device never does I/O i
 
 TUN offload (nsroute.engine.tun, .vnet): the TUN is opened with IFF_VNET_HDR and
 TUNSETOFFLOAD, so one read may carry a TCP super-packet that is cut into MTU-sized packets
-before the device sees them, and every write carries a (zero) virtio_net_hdr. It falls
-back to the plain TUN where the kernel refuses it.
+before the device sees them, and every write carries a virtio_net_hdr: consecutive TCP
+segments of one flow that a flush writes are coalesced into one GSO super-packet (GRO in
+userspace, vnet.coalesce), so the kernel's TCP receives, and acknowledges, far fewer
+packets. It falls back to the plain TUN where the kernel refuses it, and to one packet per
+write, for good, the first time a coalesced write is refused.
 
 Counters: on SIGUSR1 the engine writes its drop, error and offload counters
 (`device.drops`, `errors`, `offload`) as JSON to
@@ -49,6 +52,8 @@ _RECV_SIZE = 65536
 # NSROUTE_OFFLOAD=0 turns off UDP GSO/GRO and the TUN offload (to compare, or to rule
 # them out).
 OFFLOAD = os.environ.get("NSROUTE_OFFLOAD", "1") != "0"
+# NSROUTE_TUN_GRO=0 keeps the TUN offload but writes one packet at a time (no coalescing).
+TUN_GRO = os.environ.get("NSROUTE_TUN_GRO", "1") != "0"
 
 
 def time_scale() -> float:
@@ -97,6 +102,7 @@ class Engine:
         except BaseException:
             self.close()
             raise
+        self._tun_gro = TUN_GRO
         self._senders: dict[socket.socket, gso.Sender] = {}
         self._gro: dict[socket.socket, bool] = {}
         self.privileged = True  # False once daemon.run_engine dropped to an unprivileged user
@@ -387,13 +393,34 @@ class Engine:
                 self.errors[f"tun_write_{errno.errorcode.get(e.errno, e.errno)}"] += 1
 
     def _flush_tun_vnet(self, fd: int, out: list[bytes]) -> None:
-        """Write each packet behind a zero virtio_net_hdr."""
+        """Write behind virtio_net_hdrs, TCP segments of a flow coalesced into one write."""
         writev, hdr = os.writev, vnet.ZERO_HDR
-        for pkt in out:
+        errors = self.errors
+        items = vnet.coalesce(out) if self._tun_gro and len(out) > 1 else out
+        for item in items:
+            if type(item) is not bytes:
+                try:
+                    writev(fd, item.render())
+                    self.offload["tun_gro_writes"] += 1
+                    self.offload["tun_gro_segments"] += len(item.pkts)
+                    continue
+                except OSError as e:
+                    if e.errno != errno.EINVAL:
+                        errors[f"tun_write_{errno.errorcode.get(e.errno, e.errno)}"] += len(item.pkts)
+                        continue
+                    self._tun_gro = False
+                    self.offload["tun_gro_refused"] += 1
+                    log.info("TUN refused a coalesced write (EINVAL): one packet per write from now on")
+                for pkt in item.pkts:
+                    try:
+                        writev(fd, (hdr, pkt))
+                    except OSError as e:
+                        errors[f"tun_write_{errno.errorcode.get(e.errno, e.errno)}"] += 1
+                continue
             try:
-                writev(fd, (hdr, pkt))
+                writev(fd, (hdr, item))
             except OSError as e:
-                self.errors[f"tun_write_{errno.errorcode.get(e.errno, e.errno)}"] += 1
+                errors[f"tun_write_{errno.errorcode.get(e.errno, e.errno)}"] += 1
 
     # ------------------------------------------------------------------ counters
 

@@ -192,3 +192,105 @@ def split_udp(pkt: bytes, l4: int, size: int) -> list[bytes]:
         out.append(b"".join((iph, udph, chunk)))
     return out
 
+
+# ---------------------------------------------------------------- write side (GRO)
+
+_MAX_GSO_BYTES = 65535
+_GROUPABLE = 0x10  # ACK alone; PSH may end a group
+_V4_TCP_NOFRAG = 0x3FFF  # MF and fragment offset
+
+
+class _Group:
+    __slots__ = ("pkts", "l4", "data_at", "mss", "next_seq", "total", "closed")
+
+    def __init__(self, pkt: bytes, l4: int, data_at: int, seq: int) -> None:
+        n = len(pkt) - data_at
+        self.pkts = [pkt]
+        self.l4, self.data_at = l4, data_at
+        self.mss = n
+        self.next_seq = (seq + n) & 0xFFFFFFFF
+        self.total = len(pkt)
+        self.closed = bool(pkt[l4 + 13] & _TCP_PSH)
+
+    def take(self, pkt: bytes, seq: int) -> bool:
+        """Append `pkt` if it continues this group exactly (same headers but for lengths,
+        ID, checksums and sequence; contiguous; no bigger than the first segment)."""
+        first, l4, data_at = self.pkts[0], self.l4, self.data_at
+        n = len(pkt) - data_at
+        if (self.closed or seq != self.next_seq or n <= 0 or n > self.mss
+                or self.total + n > _MAX_GSO_BYTES or len(self.pkts[-1]) - data_at != self.mss):
+            return False
+        if l4 == 20:  # IPv4 without options: all but total length, ID and checksum
+            if first[:2] != pkt[:2] or first[6:10] != pkt[6:10] or first[12:l4] != pkt[12:l4]:
+                return False
+        elif first[:4] != pkt[:4] or first[6:l4] != pkt[6:l4]:  # IPv6: all but length
+            return False
+        # ports (the flow key) and ack, data offset, window, urgent and options
+        if first[l4 + 8:l4 + 13] != pkt[l4 + 8:l4 + 13] or first[l4 + 14:l4 + 16] != pkt[
+                l4 + 14:l4 + 16] or first[l4 + 18:data_at] != pkt[l4 + 18:data_at]:
+            return False
+        self.pkts.append(pkt)
+        self.next_seq = (seq + n) & 0xFFFFFFFF
+        self.total += n
+        self.closed = bool(pkt[l4 + 13] & _TCP_PSH)
+        return True
+
+    def render(self) -> list:
+        """The buffers of one write: virtio_net_hdr, then the packet (a super-packet when
+        the group holds more than one)."""
+        pkts = self.pkts
+        if len(pkts) == 1:
+            return [ZERO_HDR, pkts[0]]
+        first, l4, data_at = pkts[0], self.l4, self.data_at
+        hdrs = bytearray(first[:data_at])
+        v4 = first[0] >> 4 == 4
+        total = self.total
+        if v4:
+            _H.pack_into(hdrs, 2, total)
+            hdrs[10] = hdrs[11] = 0
+            _H.pack_into(hdrs, 10, checksum(memoryview(hdrs)[:l4]))
+        else:
+            _H.pack_into(hdrs, 4, total - 40)
+        hdrs[l4 + 13] = pkts[-1][l4 + 13]  # ACK, and PSH if the last had it
+        # CHECKSUM_PARTIAL: the field holds the pseudo-header sum; the kernel trusts the
+        # segments (AEAD-authenticated) and fills in checksums only if it forwards them.
+        _H.pack_into(hdrs, l4 + 16, _pseudo(first, 0, v4, 6, total - l4) % 0xFFFF)
+        vh = HDR.pack(F_NEEDS_CSUM, GSO_TCPV4 if v4 else GSO_TCPV6, data_at, self.mss, l4, 16)
+        out = [vh, hdrs]
+        out.extend(memoryview(p)[data_at:] for p in pkts)
+        return out
+
+
+def coalesce(pkts: list[bytes]) -> list:
+    """Decrypted packets -> what to write: consecutive TCP segments of one flow become a
+    group (`render` gives one GSO_TCPV4/6 write, `.pkts` its packets); anything else
+    stays a packet of its own (bytes), for a write behind a zero header. Order within each
+    flow is kept; packets of different flows may be regrouped."""
+    out: list = []
+    open_groups: dict[bytes, _Group] = {}
+    for pkt in pkts:
+        n = len(pkt)
+        b0 = pkt[0] if n else 0
+        if b0 == 0x45 and n >= 40 and pkt[9] == 6 and not (
+                ((pkt[6] << 8) | pkt[7]) & _V4_TCP_NOFRAG):
+            l4 = 20
+            key = pkt[12:24]
+        elif b0 >> 4 == 6 and n >= 60 and pkt[6] == 6:
+            l4 = 40
+            key = pkt[8:44]
+        else:
+            out.append(pkt)
+            continue
+        data_at = l4 + (pkt[l4 + 12] >> 4) * 4
+        flags = pkt[l4 + 13]
+        if data_at >= n or flags & ~_TCP_PSH != _GROUPABLE or data_at < l4 + 20:
+            open_groups.pop(key, None)  # later data must not overtake this packet
+            out.append(pkt)
+            continue
+        seq = _I.unpack_from(pkt, l4 + 4)[0]
+        g = open_groups.get(key)
+        if g is not None and g.take(pkt, seq):
+            continue
+        g = open_groups[key] = _Group(pkt, l4, data_at, seq)
+        out.append(g)
+    return [x.pkts[0] if type(x) is _Group and len(x.pkts) == 1 else x for x in out]

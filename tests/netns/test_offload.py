@@ -2,11 +2,13 @@
 
 Checksummed TCP transfers run through nsroute-wg pairs while the engines' counters
 (SIGUSR1) show what the fast path did: super-packets split, partial checksums completed,
-or, where the offload is refused or turned off, the plain TUN.
+segments coalesced on the way back into the kernel, or, where the offload is refused or
+turned off, the plain TUN.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 
 import pytest
@@ -41,6 +43,8 @@ def start(monkeypatch, lab, tmp_path, left_env: dict[str, str]) -> Pair:
     monkeypatch.setenv("NSROUTE_RUN_DIR", str(run_dir))
     monkeypatch.delenv("NSROUTE_OFFLOAD", raising=False)
     monkeypatch.delenv("NSROUTE_TUN_OFFLOAD_FLAGS", raising=False)
+    if "NSROUTE_TUN_GRO" not in left_env and os.environ.get("NSROUTE_TUN_GRO") != "0":
+        monkeypatch.delenv("NSROUTE_TUN_GRO", raising=False)
     pair = Pair(lab, "nsroute", "nsroute", tmp=tmp_path, start_left=False)
     with monkeypatch.context() as m:
         for k, v in left_env.items():
@@ -62,9 +66,21 @@ def test_tso_super_packets_are_split_v4_and_v6(lab, tmp_path, monkeypatch):
     # TCP sends from the left: most of 25 MB arrive as super-packets of several segments.
     assert left.get("tun_gso_split", 0) > 100, left
     assert left["tun_gso_segments"] > 2 * left["tun_gso_split"], left
-    # The receiving engine writes behind a (zero) virtio_net_hdr; the transfers'
-    # checksums above say the kernel took every packet.
-    assert offload(pair.right, run_dir)["tun_vnet"] is True
+    # The receiving engine coalesces the segments it decrypts into super-packets for the
+    # kernel; the transfers' checksums above say the kernel took them right.
+    right = offload(pair.right, run_dir)
+    assert right["tun_vnet"] is True
+    assert right.get("tun_gro_writes", 0) > 100, right
+    assert right["tun_gro_segments"] > 2 * right["tun_gro_writes"], right
+    assert "tun_gro_refused" not in right, right
+
+
+def test_tun_gro_0_writes_one_packet_at_a_time(lab, tmp_path, monkeypatch):
+    monkeypatch.setenv("NSROUTE_TUN_GRO", "0")  # both sides; only the right one receives
+    pair = start(monkeypatch, lab, tmp_path, {})
+    transfer(pair, pair.right.inner4, 5 * 1024 * 1024, 5306)
+    right = offload(pair.right, tmp_path / "run")
+    assert right["tun_vnet"] is True and "tun_gro_writes" not in right, right
 
 
 def test_checksum_offload_alone_completes_partial_checksums(lab, tmp_path, monkeypatch):

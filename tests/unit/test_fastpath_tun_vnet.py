@@ -236,3 +236,110 @@ def test_malformed_reads_are_refused(buf):
     with pytest.raises(vnet.VnetError):
         vnet.packets(buf)
 
+
+# ---------------------------------------------------------------- write side: coalescing
+
+def segs4(n: int, mss: int = 1400, seq: int = 1000, ident: int = 7, last_flags: int = ACK | PSH,
+          sport: int = 40000, last_len: int | None = None, ack: int = 77) -> list[bytes]:
+    out = []
+    for i in range(n):
+        size = last_len if (i == n - 1 and last_len is not None) else mss
+        payload = bytes([(i * 7 + sport) & 0xFF]) * size
+        h = struct.pack("!HHIIBBHHH", sport, 5201, (seq + i * mss) & 0xFFFFFFFF, ack,
+                        ((20 + len(TS_OPT)) // 4) << 4, last_flags if i == n - 1 else ACK,
+                        512, 0, 0) + TS_OPT
+        c = ref_csum(pseudo(SRC4, DST4, 6, len(h) + size) + h + payload)
+        t = h[:16] + struct.pack("!H", c) + h[18:] + payload
+        out.append(ipv4(len(t), (ident + i) & 0xFFFF, 6) + t)
+    return out
+
+
+def written(item) -> bytes:
+    """The bytes one TUN write carries for an item of vnet.coalesce."""
+    if isinstance(item, bytes):
+        return vnet.ZERO_HDR + item
+    return b"".join(bytes(b) for b in item.render())
+
+
+def test_coalesced_segments_make_a_super_packet_that_splits_back():
+    segs = segs4(5, last_len=333)
+    [item] = vnet.coalesce(segs)
+    buf = written(item)
+    flags, gso_type, hdr_len, gso_size, start, offset = struct.unpack_from("=BBHHHH", buf)
+    assert (flags, gso_type, hdr_len, gso_size, start, offset) == (
+        vnet.F_NEEDS_CSUM, vnet.GSO_TCPV4, 52, 1400, 20, 16)
+    sup = buf[10:]
+    assert len(sup) == 52 + 4 * 1400 + 333
+    assert struct.unpack("!H", sup[2:4])[0] == len(sup) and ref_csum(sup[:20]) == 0
+    assert sup[33] == ACK | PSH
+    # CHECKSUM_PARTIAL: the field holds the pseudo-header sum, not the checksum
+    assert struct.unpack("!H", sup[36:38])[0] % 0xFFFF == ref_sum(
+        pseudo(SRC4, DST4, 6, len(sup) - 20)) % 0xFFFF
+    # What the kernel would send on, if it forwarded it: the original segments.
+    assert vnet.packets(buf) == segs
+
+
+def test_coalesce_v6():
+    payload = os.urandom(4000)
+    th = tcp(5, ACK, b"", SRC6, DST6, csum=0)
+    sup = ipv6(20 + len(payload), 6) + th + payload
+    segs = vnet.packets(hdr(vnet.F_NEEDS_CSUM, vnet.GSO_TCPV6, 60, 1000, 40, 16) + sup)
+    [item] = vnet.coalesce(segs)
+    buf = written(item)
+    assert buf[1] == vnet.GSO_TCPV6 and struct.unpack("!H", buf[14:16])[0] == 20 + 4000
+    assert vnet.packets(buf) == segs
+
+
+def test_coalesce_keeps_flows_apart_and_in_order():
+    a, b = segs4(4, sport=1111), segs4(4, sport=2222, ident=900)
+    udp_pkt = ipv4(8 + 10, 3, 17) + udp(b"x" * 10, SRC4, DST4)
+    items = vnet.coalesce([a[0], b[0], a[1], udp_pkt, b[1], a[2], b[2], a[3], b[3]])
+    groups = [i for i in items if not isinstance(i, bytes)]
+    assert [len(g.pkts) for g in groups] == [4, 4]
+    assert groups[0].pkts == a and groups[1].pkts == b
+    assert udp_pkt in items
+
+
+@pytest.mark.parametrize("case", ["gap", "psh", "fin", "short", "ack", "syn", "bare-ack", "ttl"])
+def test_coalesce_breaks_where_segments_do_not_continue(case):
+    s = segs4(4, last_flags=ACK)
+    if case == "gap":
+        s[2] = segs4(1, seq=1000 + 2 * 1400 + 1, last_flags=ACK)[0]
+        want = [2, 1, 1]  # the 4th follows neither
+    elif case == "psh":
+        s = segs4(2, last_flags=ACK | PSH) + segs4(2, seq=1000 + 2800, last_flags=ACK)
+        want = [2, 2]
+    elif case == "fin":
+        s[1] = segs4(2, last_flags=ACK | FIN)[1]
+        want = [1, 1, 2]  # the FIN stands alone; data after it may not overtake it
+    elif case == "short":
+        s = segs4(2, last_len=100, last_flags=ACK) + segs4(2, seq=1000 + 1500, last_flags=ACK)
+        want = [2, 2]
+    elif case == "ack":
+        s[2] = segs4(3, ack=78, last_flags=ACK)[2]
+        want = [2, 1, 1]
+    elif case == "syn":
+        s[0] = segs4(1, last_flags=SYN)[0]
+        want = [1, 3]
+    elif case == "bare-ack":
+        bare = ipv4(20, 1, 6) + tcp(1, ACK, b"", SRC4, DST4)
+        s = s[:2] + [bare] + s[2:]
+        want = [2, 1, 2]
+    else:
+        p = bytearray(s[2])
+        p[8] = 1
+        s[2] = bytes(p)  # TTL 1
+        want = [2, 1, 1]
+    items = vnet.coalesce(s)
+    assert [1 if isinstance(i, bytes) else len(i.pkts) for i in items] == want
+    got = []
+    for i in items:
+        got += vnet.packets(written(i))
+    assert sorted(got) == sorted(s)
+
+
+def test_coalesce_stays_under_64k():
+    items = vnet.coalesce(segs4(60, last_flags=ACK))
+    sizes = [len(written(i)) - 10 for i in items]
+    assert all(n <= 65535 for n in sizes) and len(items) == 2
+    assert sum(len(i.pkts) for i in items) == 60
