@@ -187,7 +187,7 @@ def _up_steps(cfg: wgconfig.Config, st: State, store: Store, wireless: list[str]
         pidfile = store.dir / f"{store.path.stem}.wpa-{len(st.wpa)}.pid"
         pidfile.unlink(missing_ok=True)
         netns.run(["ip", "netns", "exec", phys, *wifi.daemon_argv(argv, str(pidfile))])
-        pid = int(pidfile.read_text().strip())
+        pid = wifi.read_pidfile(pidfile)
         st.wpa.append(procs.record(pid, "wpa_supplicant", argv))
         store.mark(st, f"wpa:{len(st.wpa)}")
 

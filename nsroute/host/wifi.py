@@ -9,6 +9,7 @@ physical namespace with the same arguments.
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 from . import netns, procs
@@ -96,3 +97,22 @@ def daemon_argv(argv: list[str], pidfile: str) -> list[str]:
             continue
         clean.append(a)
     return [*clean, "-B", "-P", pidfile]
+
+
+def read_pidfile(path: Path, timeout: float = 10.0) -> int:
+    """The PID a `-B` wpa_supplicant wrote to `path`.
+
+    Why wait: with -B the process we ran exits as soon as it has forked, and the detached
+    child writes the pid file only afterwards.
+    """
+    end = time.monotonic() + timeout
+    while True:
+        try:
+            text = path.read_text().strip()
+            if text:
+                return int(text)
+        except (OSError, ValueError):
+            pass
+        if time.monotonic() > end:
+            raise HostError(f"wpa_supplicant wrote no pid to {path} within {timeout:g}s")
+        time.sleep(0.05)
