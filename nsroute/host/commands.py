@@ -457,7 +457,7 @@ def teardown(st: State, store: Store, run_hooks: bool) -> list[str]:
         if st.done("wpa-stopped"):
             for argv in st.wpa_original:
                 p = netns.run(["sh", "-c", 'exec "$@" </dev/null >/dev/null 2>&1 &', "sh",
-                               *wifi.daemon_argv(argv, "/dev/null")], check=False)
+                               *wifi.restart_argv(argv)], check=False)
                 if p.returncode != 0:
                     warnings.append(f"could not restart {' '.join(argv)}")
         if st.netns_created and netns.exists(st.physical):

@@ -99,6 +99,15 @@ def daemon_argv(argv: list[str], pidfile: str) -> list[str]:
     return [*clean, "-B", "-P", pidfile]
 
 
+def restart_argv(argv: list[str]) -> list[str]:
+    """The original wpa_supplicant command, detached (-B), keeping its own -P if it had one.
+
+    Why not a throwaway pid file such as /dev/null: wpa_supplicant unlinks its -P file when
+    it exits, so the next stop of the restored daemon would delete /dev/null.
+    """
+    return list(argv) if "-B" in argv else [*argv, "-B"]
+
+
 def read_pidfile(path: Path, timeout: float = 10.0) -> int:
     """The PID a `-B` wpa_supplicant wrote to `path`.
 
