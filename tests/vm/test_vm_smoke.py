@@ -22,6 +22,7 @@ MUST_PASS = [
     "test_kernel_basics::test_tun_in_fresh_netns",
     "test_kernel_basics::test_hwsim_two_radios",
     "test_kernel_backend::test_kernel_backend_up_killswitch_resume_down",
+    "test_kernel_backend::test_kernel_backend_into_container_and_crash_before_move",
     "test_kernel_interop::test_kernel_interop[nsroute]",
     "test_kernel_interop::test_kernel_interop[kernel]",
     "test_kernel_interop::test_nsroute_follows_roaming_kernel_peer",

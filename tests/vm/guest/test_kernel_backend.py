@@ -96,3 +96,30 @@ def test_kernel_backend_up_killswitch_resume_down(kernel_modules, lab, tmp_path)
     assert site.picture() == before
     assert not os.path.exists(f"/run/netns/{site.physical}")
     assert not os.listdir(site.run_dir)
+
+
+def test_kernel_backend_into_container_and_crash_before_move(kernel_modules, lab, tmp_path):
+    """--into: created where nsroute runs (the socket stays on the laptop), moved into the box.
+    An `up` killed between create and move leaves the link on the laptop; `down` removes it."""
+    site = Site(lab, tmp_path, dhcp=False)
+    box = lab.netns("box")
+    before = site.picture()
+    args = ("up", str(site.config), "--into", box.name, "--backend", "kernel")
+
+    crashed = site.nsroute(*args, env={"NSROUTE_FAULT_AFTER_STEP": "kernel-created"})
+    assert crashed.returncode != 0
+    assert "wireguard" in site.laptop.ip("-d", "link", "show", "dev", site.tun).stdout
+    _ok(site.nsroute("down", str(site.config), "--into", box.name))
+    assert site.picture() == before and box.links() == ["lo"]
+
+    _ok(site.nsroute(*args))
+    assert sorted(box.links()) == sorted(["lo", site.tun])
+    assert "wireguard" in box.ip("-d", "link", "show", "dev", site.tun).stdout
+    box.exec("ping", "-c", "2", "-W", "3", BEHIND4, timeout=30)
+    port = box.exec("wg", "show", site.tun, "listen-port").stdout.strip()
+    assert port != "0" and f":{port}" in site.laptop.exec("ss", "-Huan").stdout
+    assert f":{port}" not in box.exec("ss", "-Huan").stdout
+    _ok(site.nsroute("down", str(site.config), "--into", box.name))
+    assert box.links() == ["lo"]
+    assert site.picture() == before
+    assert not os.listdir(site.run_dir)
