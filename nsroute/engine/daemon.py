@@ -89,6 +89,7 @@ def run_engine(ifname: str, config_file: str | None = None, socket_netns: str | 
         with open(pidfile, "w") as f:
             f.write(f"{os.getpid()}\n")
     if account is not None:
+        engine.prepare_stats_file()
         try:
             privileges.drop_to(account)
         except OSError as e:

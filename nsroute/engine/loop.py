@@ -442,7 +442,26 @@ class Engine:
         except OSError:
             pass
 
+    def prepare_stats_file(self) -> None:
+        """Open the counters file while still root: once unprivileged, the engine can no
+        longer create files in the root-owned run directory, only rewrite this one."""
+        path = self.stats_path()
+        try:
+            os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+            self._stats_fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as e:
+            log.warning("cannot prepare counters file %s: %s", path, e)
+
     def write_stats(self) -> None:
+        fd = getattr(self, "_stats_fd", None)
+        if fd is not None:
+            data = json.dumps(self.stats(), sort_keys=True).encode()
+            try:
+                os.pwrite(fd, data, 0)
+                os.ftruncate(fd, len(data))
+            except OSError as e:
+                log.warning("cannot write counters: %s", e)
+            return
         path = self.stats_path()
         tmp = f"{path}.{os.getpid()}.tmp"
         try:

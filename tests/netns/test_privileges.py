@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -35,7 +37,7 @@ def test_engine_drops_to_user_without_capabilities(lab, tmp_path):
     r = subprocess.run(["ip", "netns", "exec", prot.name, str(BIN / "nsroute"), "engine", cif,
                         "--config", str(conf), "--socket-netns", phys.name, "--pidfile", str(pidfile),
                         "--user", "nobody"],
-                       env=dict(env, NSROUTE_LOG=str(log), LOG_LEVEL="debug"),
+                       env=dict(env, NSROUTE_LOG=str(log), LOG_LEVEL="debug", NSROUTE_RUN_DIR=str(run_dir)),
                        capture_output=True, text=True, timeout=30)
     assert r.returncode == 0, r.stderr
     pid = engine_pid(cif)
@@ -59,6 +61,13 @@ def test_engine_drops_to_user_without_capabilities(lab, tmp_path):
     assert uapi(cif, b"set=1\nlisten_port=41235\n\n") == "errno=1\n\n"
     assert uapi(cif, b"get=1\n\n") == before
     assert "listen_port=41234" in before
+    # Its counters (SIGUSR1) still reach the root-owned run directory.
+    stats = run_dir / f"engine-{cif}.stats.json"
+    stamp = time.time()
+    os.kill(pid, signal.SIGUSR1)
+    wait_for(lambda: stats.exists() and stats.stat().st_size and json.loads(stats.read_text())["time"] >= stamp,
+             5, what="counters written by the unprivileged engine")
+    assert json.loads(stats.read_text())["pid"] == pid
     # Keys never reach the log, even when a request carries one in a malformed line.
     assert uapi(cif, f"set=1\n{bytes(31).hex()}ab\n\n".encode()).startswith("errno=")
     os.kill(pid, signal.SIGTERM)
