@@ -4,9 +4,10 @@ Each wake-up drains every ready descriptor in batches (up to BATCH packets per s
 feeds the device, then flushes everything the device produced at once. Batching the
 syscalls is where a Python data path gets its speed; the device never does I/O itself.
 
-TUN offload (nsroute.engine.tun, .vnet): the TUN is opened with IFF_VNET_HDR and
-TUNSETOFFLOAD, so one read may carry a TCP super-packet that is cut into MTU-sized packets
-before the device sees them, and every write carries a virtio_net_hdr: consecutive TCP
+TUN offload (nsroute.engine.tun, .vnet): the TUN is opened with IFF_VNET_HDR. With
+NSROUTE_TUN_TSO=1 (off by default: it costs more than it saves, see docs/bench.md) it also
+takes TSO, so one read may carry a TCP super-packet that is cut into MTU-sized packets
+before the device sees them. Every write carries a virtio_net_hdr: consecutive TCP
 segments of one flow that a flush writes are coalesced into one GSO super-packet (GRO in
 userspace, vnet.coalesce), so the kernel's TCP receives, and acknowledges, far fewer
 packets. It falls back to the plain TUN where the kernel refuses it, and to one packet per
@@ -14,9 +15,10 @@ write, for good, the first time a coalesced write is refused.
 
 Counters: on SIGUSR1 the engine writes its drop, error and offload counters
 (`device.drops`, `errors`, `offload`) as JSON to
-`$NSROUTE_RUN_DIR/engine-IFNAME.stats.json` (default run dir /run/nsroute), replacing the file atomically, mode 0600. The write happens in the loop,
-not in the signal handler; a failure (say, an unprivileged engine and a root-owned run
-dir) is logged and the engine carries on.
+`$NSROUTE_RUN_DIR/engine-IFNAME.stats.json` (default run dir /run/nsroute), replacing the
+file atomically, mode 0600. The write happens in the loop, not in the signal handler; a
+failure (say, an unprivileged engine and a root-owned run dir) is logged and the engine
+carries on.
 
 Time scale (TEST ONLY): NSROUTE_TIME_SCALE=N (a number from 1 to 1000; anything else is
 ignored with a warning) runs the protocol's clock N times faster, so a soak test sees a

@@ -1,11 +1,15 @@
 """The TUN device: one file descriptor that reads and writes raw IP packets.
 
-With `offload=True` the device is opened with IFF_VNET_HDR and TUNSETOFFLOAD (checksum,
-TSO4/6 and, where the kernel has them, USO4/6): every read and write then carries a
-10-byte virtio_net_hdr, and a read may return a TCP super-packet of up to 64 KB that
-nsroute.engine.vnet cuts up. Where the kernel refuses an offload set it tries a smaller
-one, and where it refuses them all (or lacks IFF_VNET_HDR) it reopens the device plain:
-`vnet` says which mode it ended in, `offload_flags` what the kernel accepted.
+With `offload=True` the device is opened with IFF_VNET_HDR: every read and write then
+carries a 10-byte virtio_net_hdr, and the engine may write coalesced TCP super-packets
+(nsroute.engine.vnet.coalesce). What the kernel may hand us is set with TUNSETOFFLOAD:
+by default nothing (flags 0: every read is one finished packet), because cutting TSO
+super-packets and computing their checksums in Python costs the sending engine more than
+the per-packet reads it saves (docs/bench.md). `NSROUTE_TUN_TSO=1` asks for checksum and
+TSO4/6 offload, and USO4/6 where the kernel has them (Linux 6.2+): a read may then return
+a 64 KB super-packet that vnet.packets cuts up. Where the kernel refuses an offload set it
+tries a smaller one, and where it refuses them all (or lacks IFF_VNET_HDR) it reopens the
+device plain: `vnet` says which mode it ended in, `offload_flags` what the kernel took.
 `NSROUTE_TUN_OFFLOAD_FLAGS` (an integer, say 0x7) asks for exactly that set and nothing
 else, to try one offload alone or to force the fallback in tests.
 """
@@ -29,9 +33,10 @@ TUN_F_TSO4 = 0x02
 TUN_F_TSO6 = 0x04
 TUN_F_USO4 = 0x20
 TUN_F_USO6 = 0x40
-# Tried in order; the first the kernel takes wins (USO arrived in Linux 6.2).
-OFFLOAD_SETS = (TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_USO4 | TUN_F_USO6,
-                TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6)
+# With NSROUTE_TUN_TSO=1, tried in order; the first the kernel takes wins.
+TSO_SETS = (TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_USO4 | TUN_F_USO6,
+            TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6)
+DEFAULT_SETS = (0,)
 SIOCGIFFLAGS = 0x8913
 SIOCSIFFLAGS = 0x8914
 SIOCSIFMTU = 0x8922
@@ -50,7 +55,7 @@ def _ifreq(name: str, fmt: str = "H", *vals) -> bytes:
 def _offload_sets() -> tuple[int, ...]:
     forced = os.environ.get("NSROUTE_TUN_OFFLOAD_FLAGS")
     if not forced:
-        return OFFLOAD_SETS
+        return TSO_SETS if os.environ.get("NSROUTE_TUN_TSO") == "1" else DEFAULT_SETS
     try:
         return (int(forced, 0),)
     except ValueError:

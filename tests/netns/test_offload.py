@@ -43,6 +43,7 @@ def start(monkeypatch, lab, tmp_path, left_env: dict[str, str]) -> Pair:
     monkeypatch.setenv("NSROUTE_RUN_DIR", str(run_dir))
     monkeypatch.delenv("NSROUTE_OFFLOAD", raising=False)
     monkeypatch.delenv("NSROUTE_TUN_OFFLOAD_FLAGS", raising=False)
+    monkeypatch.delenv("NSROUTE_TUN_TSO", raising=False)
     if "NSROUTE_TUN_GRO" not in left_env and os.environ.get("NSROUTE_TUN_GRO") != "0":
         monkeypatch.delenv("NSROUTE_TUN_GRO", raising=False)
     pair = Pair(lab, "nsroute", "nsroute", tmp=tmp_path, start_left=False)
@@ -54,8 +55,20 @@ def start(monkeypatch, lab, tmp_path, left_env: dict[str, str]) -> Pair:
     return pair
 
 
-def test_tso_super_packets_are_split_v4_and_v6(lab, tmp_path, monkeypatch):
+def test_default_offload_coalesces_writes_and_reads_finished_packets(lab, tmp_path, monkeypatch):
     pair = start(monkeypatch, lab, tmp_path, {})
+    transfer(pair, pair.right.inner4, 10 * 1024 * 1024, 5300)
+    run_dir = tmp_path / "run"
+    left = offload(pair.left, run_dir)
+    assert left["tun_vnet"] is True and left["tun_flags"] == 0, left
+    assert "tun_gso_split" not in left and "tun_csum_completed" not in left, left
+    right = offload(pair.right, run_dir)
+    assert right.get("tun_gro_writes", 0) > 50, right
+    assert right["tun_gro_segments"] > 2 * right["tun_gro_writes"], right
+
+
+def test_tso_super_packets_are_split_v4_and_v6(lab, tmp_path, monkeypatch):
+    pair = start(monkeypatch, lab, tmp_path, {"NSROUTE_TUN_TSO": "1"})
     transfer(pair, pair.right.inner4, 20 * 1024 * 1024, 5301)
     transfer(pair, pair.right.inner6, 5 * 1024 * 1024, 5302)
     run_dir = tmp_path / "run"
