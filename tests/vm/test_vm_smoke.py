@@ -26,6 +26,7 @@ MUST_PASS = [
     "test_kernel_interop::test_kernel_interop[nsroute]",
     "test_kernel_interop::test_kernel_interop[kernel]",
     "test_kernel_interop::test_nsroute_follows_roaming_kernel_peer",
+    "test_wifi::test_wifi_moves_to_physical_and_back",
 ]
 
 
