@@ -11,12 +11,14 @@ the tunnel; `nsroute down` must give the laptop its Wi-Fi back as it was.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
 import signal
 import stat
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -29,6 +31,9 @@ from tests.support.netns import Netns, wait_for
 from tests.vm.guest.conftest import sh
 
 SSID, PSK = "nsr-test", "correct horse battery"
+# The PSK as 64 hex digits: hostapd and each wpa_supplicant start would otherwise run
+# 4096 PBKDF2 rounds themselves, seconds under TCG.
+PSK_HEX = hashlib.pbkdf2_hmac("sha1", PSK.encode(), SSID.encode(), 4096, 32).hex()
 ROUTER_WLAN, WAN = "192.168.70.1", "172.16.70"
 
 
@@ -93,7 +98,7 @@ def site(kernel_modules, hwsim, lab, tmp_path):
     hostapd_conf = tmp_path / "hostapd.conf"
     hostapd_conf.write_text(
         f"interface={wlan_a}\ndriver=nl80211\nssid={SSID}\nhw_mode=g\nchannel=1\n"
-        f"wpa=2\nwpa_key_mgmt=WPA-PSK\nrsn_pairwise=CCMP\nwpa_passphrase={PSK}\n")
+        f"wpa=2\nwpa_key_mgmt=WPA-PSK\nrsn_pairwise=CCMP\nwpa_psk={PSK_HEX}\n")
     hostapd_log = tmp_path / "hostapd.log"
     router.popen("hostapd", "-t", "-f", str(hostapd_log), str(hostapd_conf),
                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -125,7 +130,7 @@ def site(kernel_modules, hwsim, lab, tmp_path):
     wpa_conf = tmp_path / "wpa.conf"
     wpa_conf.write_text(
         f"ctrl_interface=/run/wpa_supplicant-{lab.tag}\n"
-        f'network={{\n  ssid="{SSID}"\n  psk="{PSK}"\n  key_mgmt=WPA-PSK\n}}\n')
+        f'network={{\n  ssid="{SSID}"\n  psk={PSK_HEX}\n  key_mgmt=WPA-PSK\n}}\n')
     laptop.exec("wpa_supplicant", "-B", "-i", wlan_b, "-c", str(wpa_conf),
                 "-P", str(tmp_path / "wpa.pid"), timeout=30)
     wait_for(lambda: associated(laptop, wlan_b), 30, what="the laptop to associate")
@@ -166,6 +171,10 @@ def site(kernel_modules, hwsim, lab, tmp_path):
 
 def test_wifi_moves_to_physical_and_back(site):
     L, wlan, phys = site.laptop, site.wlan_b, site.physical
+    t0 = time.monotonic()
+
+    def mark(what: str) -> None:  # where the time goes under TCG (shown with -rA)
+        print(f"{time.monotonic() - t0:6.1f}s {what}")
     lease = leased4(L.name, wlan)
     assert lease, L.ip("addr").stdout
     assert L.exec("ping", "-c", "1", "-W", "5", ROUTER_WLAN).returncode == 0
@@ -174,6 +183,7 @@ def test_wifi_moves_to_physical_and_back(site):
     # choreography under test (wiphy, wpa_supplicant, DHCP) is the same for both.
     r = site.nsroute("up", str(site.config), "--physical", phys, "--interface", wlan,
                      "--backend", "userspace")
+    mark("nsroute up returned")
     print("nsroute up:", r.returncode, r.stderr, sep="\n")
     assert r.returncode == 0, r.stdout + r.stderr
     try:
@@ -185,16 +195,19 @@ def test_wifi_moves_to_physical_and_back(site):
         wait_for(lambda: associated(phys, wlan), 30, what="association in the physical namespace")
         wpa = [pid for pid, _ in wifi.wpa_supplicants([wlan], phys)]
         assert wpa, "no wpa_supplicant in the physical namespace"
+        mark("associated in physical")
         wait_for(lambda: leased4(phys, wlan), 20, what="the lease in the physical namespace")
         sh("ip", "netns", "exec", phys, "ping", "-c", "1", "-W", "5", ROUTER_WLAN)
         # Traffic flows through the tunnel: to the server's tunnel address and behind it.
         for dst in ("10.99.0.1", "10.200.0.1"):
             p = L.exec("ping", "-c", "3", "-i", "0.3", "-W", "5", dst, check=False, timeout=60)
             assert p.returncode == 0, (dst, p.stdout, p.stderr)
+        mark("pinged through the tunnel")
         hs = site.server.exec("wg", "show", "wgs0", "endpoints").stdout
         assert re.search(r"192\.168\.70\.1\d\d:\d+", hs), hs
     finally:
         r = site.nsroute("down", "--physical", phys)
+        mark("nsroute down returned")
         print("nsroute down:", r.returncode, r.stderr, sep="\n")
     assert r.returncode == 0, r.stdout + r.stderr
 
@@ -204,6 +217,7 @@ def test_wifi_moves_to_physical_and_back(site):
     assert wlan in L.links() and site.tun not in L.links()
     wait_for(lambda: associated(L, wlan), 30, what="the laptop to associate again after down")
     wait_for(lambda: leased4(L.name, wlan), 10, what="the address back on the laptop")
+    mark("associated and leased again on the laptop")
     p = L.exec("ping", "-c", "2", "-i", "0.3", "-W", "5", ROUTER_WLAN, check=False, timeout=30)
     assert p.returncode == 0, p.stdout + p.stderr
     # The laptop's wpa_supplicant runs again as it was started, with its own pid file...
