@@ -47,7 +47,7 @@ def test_units_pass_systemd_analyze_verify(tmp_path):
 
 def test_service_brings_the_host_up_and_down_and_restarts_only_the_engine():
     s = _settings(SERVICE.read_text())
-    assert s["ExecStart"] == ["nsroute up %i"]
+    assert s["ExecStart"] == ["nsroute up %i --backend userspace"]  # PIDFile needs an engine
     # an explicit stop runs `down`; a dead engine (EXIT_CODE set) does not
     assert len(s["ExecStop"]) == 1 and "$$EXIT_CODE" in s["ExecStop"][0] and "nsroute down %i" in s["ExecStop"][0]
     assert s["Type"] == ["forking"] and s["Restart"] == ["always"] and s["KillMode"] == ["process"]
