@@ -160,12 +160,16 @@ class Engine:
         self.device.wall_offset = time.time() - now  # wall-clock values stay real
         return now
 
-    def stop(self, *_args) -> None:
-        self._stop = True
+    def _wake(self) -> None:
+        """Interrupt epoll from a signal handler; the loop does the real work."""
         try:
             self._wake_w.send(b"x")
         except OSError:
             pass
+
+    def stop(self, *_args) -> None:
+        self._stop = True
+        self._wake()
 
     def _register_udp(self) -> None:
         if not hasattr(self, "_ep"):
@@ -439,10 +443,7 @@ class Engine:
     def request_stats(self, *_args) -> None:
         """SIGUSR1: ask the loop to write the counters (nothing else is safe in a handler)."""
         self._stats_requested = True
-        try:
-            self._wake_w.send(b"s")
-        except OSError:
-            pass
+        self._wake()
 
     def prepare_stats_file(self) -> None:
         """Open the counters file while still root: once unprivileged, the engine can no

@@ -96,12 +96,17 @@ def up(config: str, physical: str = "physical", interfaces: list[str] | None = N
     try:
         _up_steps(cfg, st, store, wireless)
     except BaseException as e:
-        _rollback(st, store)
-        if isinstance(e, HostError):
-            raise HostError(f"{e} (rolled back: nothing changed)") from None
-        if isinstance(e, KeyboardInterrupt | SystemExit):
-            raise
-        raise HostError(f"unexpected error: {e!r} (rolled back: nothing changed)") from None
+        _rolled_back(e, st, store)
+
+
+def _rolled_back(e: BaseException, st: State, store: Store) -> None:
+    """Undo a failed `up`, then report it as one line (Ctrl-C and exit pass through)."""
+    _rollback(st, store)
+    if isinstance(e, HostError):
+        raise HostError(f"{e} (rolled back: nothing changed)") from None
+    if isinstance(e, KeyboardInterrupt | SystemExit):
+        raise e
+    raise HostError(f"unexpected error: {e!r} (rolled back: nothing changed)") from None
 
 
 def _select(names: list[str], tunnel_name: str) -> list[str]:
@@ -375,12 +380,7 @@ def _up_into(cfg: wgconfig.Config, into: str, backend: str = "auto") -> None:
         st.complete = True
         store.mark(st, "complete")
     except BaseException as e:
-        _rollback(st, store)
-        if isinstance(e, HostError):
-            raise HostError(f"{e} (rolled back: nothing changed)") from None
-        if isinstance(e, KeyboardInterrupt | SystemExit):
-            raise
-        raise HostError(f"unexpected error: {e!r} (rolled back: nothing changed)") from None
+        _rolled_back(e, st, store)
 
 
 def _load_state(store: Store) -> State:
