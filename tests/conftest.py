@@ -5,7 +5,6 @@ import pytest
 
 from tests.support.netns import lab as _lab
 
-
 # Guest tests run inside the VM (scripts/vm-run sets NSROUTE_VM=1), where tests/vm's smoke
 # test asserts their results; on the host they are not collected at all, rather than
 # showing up as skipped.
