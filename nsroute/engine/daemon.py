@@ -10,7 +10,7 @@ from ..config import ConfigError
 from ..config import load as load_config
 from . import privileges, uapi
 from .control import ControlError
-from .loop import Engine, install_signal_handlers
+from .loop import Engine, install_signal_handlers, stats_path
 from .nsenter import NetnsError, in_netns
 from .tun import TunError
 from .udp import UDPError
@@ -67,7 +67,8 @@ def run_engine(ifname: str, config_file: str | None = None, socket_netns: str | 
     ready_w = None if foreground else _daemonize()
     log_fd = _open_log() if ready_w is not None else None  # while still root
     if account is not None:
-        privileges.spawn_cleaner([pidfile] if pidfile else [], uapi.socket_path(ifname))
+        # The counters file is created while root (see prepare_stats_file): removed at exit too.
+        privileges.spawn_cleaner([p for p in (pidfile, stats_path(ifname)) if p], uapi.socket_path(ifname))
     try:
         try:
             engine = Engine(ifname, mtu=mtu, socket_netns=socket_netns,

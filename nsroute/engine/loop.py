@@ -431,8 +431,7 @@ class Engine:
     # ------------------------------------------------------------------ counters
 
     def stats_path(self) -> str:
-        run_dir = os.environ.get("NSROUTE_RUN_DIR") or "/run/nsroute"
-        return os.path.join(run_dir, f"engine-{self.tun.name}.stats.json")
+        return stats_path(self.tun.name)
 
     def stats(self) -> dict:
         return {"ifname": self.tun.name, "pid": os.getpid(), "time": time.time(),
@@ -482,6 +481,11 @@ class Engine:
             self.control = None
         self.udp.release()
         self.tun.close()
+
+
+def stats_path(ifname: str) -> str:
+    run_dir = os.environ.get("NSROUTE_RUN_DIR") or "/run/nsroute"
+    return os.path.join(run_dir, f"engine-{ifname}.stats.json")
 
 
 def install_signal_handlers(engine: Engine) -> None:
