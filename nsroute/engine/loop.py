@@ -54,8 +54,10 @@ _RECV_SIZE = 65536
 # NSROUTE_OFFLOAD=0 turns off UDP GSO/GRO and the TUN offload (to compare, or to rule
 # them out).
 OFFLOAD = os.environ.get("NSROUTE_OFFLOAD", "1") != "0"
-# NSROUTE_TUN_GRO=0 keeps the TUN offload but writes one packet at a time (no coalescing).
+# NSROUTE_TUN_GRO=0 keeps the TUN offload but writes one packet at a time (no coalescing);
+# NSROUTE_TUN_USO=0 coalesces TCP segments only, not UDP datagrams.
 TUN_GRO = os.environ.get("NSROUTE_TUN_GRO", "1") != "0"
+TUN_USO = os.environ.get("NSROUTE_TUN_USO", "1") != "0"
 
 
 def time_scale() -> float:
@@ -105,6 +107,7 @@ class Engine:
             self.close()
             raise
         self._tun_gro = TUN_GRO
+        self._tun_uso = TUN_GRO and TUN_USO
         self._senders: dict[socket.socket, gso.Sender] = {}
         self._gro: dict[socket.socket, bool] = {}
         self.privileged = True  # False once daemon.run_engine dropped to an unprivileged user
@@ -402,21 +405,28 @@ class Engine:
         """Write behind virtio_net_hdrs, TCP segments of a flow coalesced into one write."""
         writev, hdr = os.writev, vnet.ZERO_HDR
         errors = self.errors
-        items = vnet.coalesce(out) if self._tun_gro and len(out) > 1 else out
+        gro, uso = self._tun_gro, self._tun_uso
+        items = vnet.coalesce(out, gro, uso) if (gro or uso) and len(out) > 1 else out
         for item in items:
             if type(item) is not bytes:
+                kind = "uso" if type(item) is vnet.UdpGroup else "gro"
                 try:
                     writev(fd, item.render())
-                    self.offload["tun_gro_writes"] += 1
-                    self.offload["tun_gro_segments"] += len(item.pkts)
+                    self.offload[f"tun_{kind}_writes"] += 1
+                    self.offload[f"tun_{kind}_segments"] += len(item.pkts)
                     continue
                 except OSError as e:
                     if e.errno != errno.EINVAL:
                         errors[f"tun_write_{errno.errorcode.get(e.errno, e.errno)}"] += len(item.pkts)
                         continue
-                    self._tun_gro = False
-                    self.offload["tun_gro_refused"] += 1
-                    log.info("TUN refused a coalesced write (EINVAL): one packet per write from now on")
+                    # Kernels before 6.2 take TCP super-packets on a TUN but not UDP ones.
+                    if kind == "uso":
+                        self._tun_uso = False
+                    else:
+                        self._tun_gro = False
+                    self.offload[f"tun_{kind}_refused"] += 1
+                    log.info("TUN refused a coalesced %s write (EINVAL): one %s per write from now on",
+                             "UDP" if kind == "uso" else "TCP", "datagram" if kind == "uso" else "segment")
                 for pkt in item.pkts:
                     try:
                         writev(fd, (hdr, pkt))

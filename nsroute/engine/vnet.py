@@ -261,17 +261,94 @@ class _Group:
         return out
 
 
-def coalesce(pkts: list[bytes]) -> list:
+class UdpGroup:
+    """Datagrams of one UDP flow, all of the first one's size but perhaps a shorter last:
+    one GSO_UDP_L4 write, which the kernel segments again before any socket sees it."""
+
+    __slots__ = ("pkts", "l4", "size", "total", "closed")
+
+    def __init__(self, pkt: bytes, l4: int) -> None:
+        self.pkts = [pkt]
+        self.l4 = l4
+        self.size = len(pkt) - l4 - 8
+        self.total = len(pkt)
+        self.closed = False
+
+    def take(self, pkt: bytes) -> bool:
+        first, l4 = self.pkts[0], self.l4
+        n = len(pkt) - l4 - 8
+        if (self.closed or n <= 0 or n > self.size or len(self.pkts) >= _MAX_UDP_SEGMENTS
+                or self.total + n > _MAX_GSO_BYTES):
+            return False
+        if l4 == 20:  # all but total length, ID and header checksum; then the ports
+            if first[:2] != pkt[:2] or first[6:10] != pkt[6:10] or first[12:24] != pkt[12:24]:
+                return False
+        elif first[:4] != pkt[:4] or first[6:44] != pkt[6:44]:  # all but payload length
+            return False
+        self.pkts.append(pkt)
+        self.total += n
+        self.closed = n < self.size  # a shorter datagram can only be the last
+        return True
+
+    def render(self) -> list:
+        pkts = self.pkts
+        if len(pkts) == 1:
+            return [ZERO_HDR, pkts[0]]
+        first, l4 = pkts[0], self.l4
+        hdrs = bytearray(first[:l4 + 8])
+        v4 = l4 == 20
+        total = self.total
+        if v4:
+            _H.pack_into(hdrs, 2, total)
+            hdrs[10] = hdrs[11] = 0
+            _H.pack_into(hdrs, 10, checksum(memoryview(hdrs)[:l4]))
+        else:
+            _H.pack_into(hdrs, 4, total - 40)
+        _H.pack_into(hdrs, l4 + 4, total - l4)
+        _H.pack_into(hdrs, l4 + 6, _pseudo(first, 0, v4, 17, total - l4) % 0xFFFF)
+        vh = HDR.pack(F_NEEDS_CSUM, GSO_UDP_L4, l4 + 8, self.size, l4, 6)
+        out = [vh, hdrs]
+        out.extend(memoryview(p)[l4 + 8:] for p in pkts)
+        return out
+
+
+_MAX_UDP_SEGMENTS = 64  # UDP_MAX_SEGMENTS of kernels before 6.10 (later ones take 128)
+
+
+def _udp_l4(pkt: bytes, n: int, b0: int) -> int:
+    """The UDP header's offset when `pkt` is a datagram that may join a group; -1 for
+    another UDP datagram (it ends its flow's group); 0 for anything else."""
+    if b0 >> 4 == 4:
+        if n < 28 or pkt[9] != 17:
+            return 0
+        l4 = 20
+        if b0 != 0x45 or ((pkt[6] << 8) | pkt[7]) & _V4_TCP_NOFRAG:
+            return -1  # options, or a fragment
+    elif b0 >> 4 == 6 and n >= 48 and pkt[6] == 17:
+        l4 = 40
+    else:
+        return 0
+    # Not empty, and the UDP length agrees with the packet's (else the kernel would cut
+    # the group differently).
+    return l4 if n > l4 + 8 and (pkt[l4 + 4] << 8) | pkt[l4 + 5] == n - l4 else -1
+
+
+def coalesce(pkts: list[bytes], tcp: bool = True, udp: bool = True) -> list:
     """Decrypted packets -> what to write: consecutive TCP segments of one flow become a
-    group (`render` gives one GSO_TCPV4/6 write, `.pkts` its packets); anything else
-    stays a packet of its own (bytes), for a write behind a zero header. Order within each
-    flow is kept; packets of different flows may be regrouped."""
+    group (`render` gives one GSO_TCPV4/6 write, `.pkts` its packets), and so do
+    consecutive same-size datagrams of one UDP flow (GSO_UDP_L4; `udp=False` where the
+    kernel refuses those); anything else stays a packet of its own (bytes), for a write
+    behind a zero header. Order within each flow is kept; packets of different flows may
+    be regrouped."""
     out: list = []
     open_groups: dict[bytes, _Group] = {}
+    udp_groups: dict[bytes, UdpGroup] = {}
     for pkt in pkts:
         n = len(pkt)
         b0 = pkt[0] if n else 0
-        if b0 == 0x45 and n >= 40 and pkt[9] == 6 and not (
+        if not tcp:
+            l4 = 0
+        elif b0 == 0x45 and n >= 40 and pkt[9] == 6 and not (
                 ((pkt[6] << 8) | pkt[7]) & _V4_TCP_NOFRAG):
             l4 = 20
             key = pkt[12:24]
@@ -279,7 +356,24 @@ def coalesce(pkts: list[bytes]) -> list:
             l4 = 40
             key = pkt[8:44]
         else:
-            out.append(pkt)
+            l4 = 0
+        if not l4:
+            ul4 = _udp_l4(pkt, n, b0) if udp else 0
+            if ul4 <= 0:
+                if ul4 and udp_groups:  # later datagrams must not overtake this one
+                    if b0 >> 4 == 4:
+                        ihl = (b0 & 15) * 4
+                        udp_groups.pop(pkt[12:20] + pkt[ihl:ihl + 4], None)
+                    else:
+                        udp_groups.pop(pkt[8:44], None)
+                out.append(pkt)
+                continue
+            ukey = pkt[12:24] if ul4 == 20 else pkt[8:44]
+            ug = udp_groups.get(ukey)
+            if ug is not None and ug.take(pkt):
+                continue
+            ug = udp_groups[ukey] = UdpGroup(pkt, ul4)
+            out.append(ug)
             continue
         data_at = l4 + (pkt[l4 + 12] >> 4) * 4
         flags = pkt[l4 + 13]
@@ -293,4 +387,4 @@ def coalesce(pkts: list[bytes]) -> list:
             continue
         g = open_groups[key] = _Group(pkt, l4, data_at, seq)
         out.append(g)
-    return [x.pkts[0] if type(x) is _Group and len(x.pkts) == 1 else x for x in out]
+    return [x.pkts[0] if type(x) is not bytes and len(x.pkts) == 1 else x for x in out]

@@ -1,7 +1,11 @@
 """A checksummed TCP transfer for tests: `serve` prints `<bytes> <sha256>` of what arrived,
 `send` pushes deterministic pseudo-random bytes and prints the same of what it sent.
+`udp-serve` / `udp-send` do the same with numbered datagrams sent in back-to-back bursts
+(so that engines batch them): the receiver prints how many arrived, how many were intact,
+and whether they came in order.
 
-Run as `python -m tests.support.xfer serve HOST PORT` / `send HOST PORT NBYTES [SEED]`.
+Run as `python -m tests.support.xfer serve HOST PORT` / `send HOST PORT NBYTES [SEED]`,
+`udp-serve HOST PORT COUNT` / `udp-send HOST PORT COUNT SIZE [BURST]`.
 """
 
 from __future__ import annotations
@@ -62,8 +66,52 @@ def send(host: str, port: int, nbytes: int, seed: int = 1, pace: float = 0.0) ->
     print(nbytes, h.hexdigest(), flush=True)
 
 
+def datagram(i: int, size: int) -> bytes:
+    """Datagram number `i`: its number, then bytes only it has."""
+    return i.to_bytes(4, "big") + random.Random(i).randbytes(size - 4)
+
+
+def udp_serve(host: str, port: int, count: int, timeout: float = 30.0) -> None:
+    fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(fam, socket.SOCK_DGRAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)  # the test's drops are the tunnel's
+        s.bind((host, port))
+        print("listening", flush=True)
+        got, intact, in_order, last = 0, 0, True, -1
+        s.settimeout(timeout)
+        while got < count:
+            try:
+                data = s.recv(65536)
+            except TimeoutError:
+                break
+            s.settimeout(3.0)  # once they flow, a pause this long means the rest are lost
+            got += 1
+            i = int.from_bytes(data[:4], "big")
+            intact += data == datagram(i, len(data))
+            if in_order and i <= last:
+                print(f"reordered: {i} after {last}", file=sys.stderr, flush=True)
+            in_order = in_order and i > last
+            last = i
+        print(got, intact, "in-order" if in_order else "reordered", flush=True)
+
+
+def udp_send(host: str, port: int, count: int, size: int, burst: int = 32) -> None:
+    fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(fam, socket.SOCK_DGRAM) as s:
+        for start in range(0, count, burst):
+            for i in range(start, min(count, start + burst)):
+                s.sendto(datagram(i, size), (host, port))
+            time.sleep(0.01)  # the burst drains; no queue on the way overflows
+    print(count, flush=True)
+
+
 if __name__ == "__main__":
-    if sys.argv[1] == "serve":
+    if sys.argv[1] == "udp-serve":
+        udp_serve(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
+    elif sys.argv[1] == "udp-send":
+        udp_send(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]),
+                 int(sys.argv[6]) if len(sys.argv) > 6 else 32)
+    elif sys.argv[1] == "serve":
         serve(sys.argv[2], int(sys.argv[3]))
     else:
         send(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]) if len(sys.argv) > 5 else 1,
