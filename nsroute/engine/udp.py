@@ -9,6 +9,8 @@ import socket
 from .nsenter import in_netns, open_netns
 
 SO_MARK = 36
+SO_SNDBUFFORCE = 32
+SO_RCVBUFFORCE = 33
 BUFFER_BYTES = 4 << 20
 
 
@@ -21,8 +23,7 @@ def _open(family: int, port: int, fwmark: int) -> socket.socket:
     try:
         if family == socket.AF_INET6:
             s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
-            s.setsockopt(socket.SOL_SOCKET, opt, BUFFER_BYTES)
+        set_buffers(s)
         if fwmark:
             s.setsockopt(socket.SOL_SOCKET, SO_MARK, fwmark)
         s.bind(("::" if family == socket.AF_INET6 else "0.0.0.0", port))
@@ -30,6 +31,17 @@ def _open(family: int, port: int, fwmark: int) -> socket.socket:
         s.close()
         raise
     return s
+
+
+def set_buffers(s: socket.socket) -> None:
+    """BUFFER_BYTES each way, so a burst the loop has not drained yet is not dropped.
+    net.core.rmem_max/wmem_max (208 KB on many hosts) cap the plain options; the engine
+    opens its sockets while still root, so it asks with the FORCE options first."""
+    for force, plain in ((SO_RCVBUFFORCE, socket.SO_RCVBUF), (SO_SNDBUFFORCE, socket.SO_SNDBUF)):
+        try:
+            s.setsockopt(socket.SOL_SOCKET, force, BUFFER_BYTES)
+        except OSError:  # no CAP_NET_ADMIN: as much as the sysctls allow
+            s.setsockopt(socket.SOL_SOCKET, plain, BUFFER_BYTES)
 
 
 class UDPSockets:

@@ -94,3 +94,15 @@ def test_sender_without_gso_sends_one_by_one():
     s = FakeSock()
     gso.Sender(s, gso=False).send(A, [b"a", b"b"], Counter())
     assert s.msgs == [] and s.sent == [(b"a", A), (b"b", A)]
+
+
+@pytest.mark.root
+def test_engine_sockets_get_their_buffers_whatever_the_sysctls_say():
+    """As root the FORCE options give BUFFER_BYTES even where net.core.rmem_max is lower."""
+    from nsroute.engine import udp
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        udp.set_buffers(s)
+        # the kernel doubles what it is given, for its bookkeeping
+        assert s.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) == 2 * udp.BUFFER_BYTES
+        assert s.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) == 2 * udp.BUFFER_BYTES
