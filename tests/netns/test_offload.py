@@ -175,3 +175,48 @@ def test_nsroute_offload_0_turns_the_tun_offload_off(lab, tmp_path, monkeypatch)
     left = offload(pair.left, tmp_path / "run")
     assert left["tun_vnet"] is False and left["tun_refused"] == [], left
     assert "tun_gso_split" not in left, left
+
+
+@pytest.mark.parametrize("lan", ["offloads", "no-offloads"])
+def test_super_packets_forwarded_beyond_the_tunnel_arrive_intact(lab, tmp_path, monkeypatch, lan):
+    """A host behind the receiving engine (a container, a LAN): the kernel forwards the
+    engine's TCP and UDP super-packets instead of delivering them. Over a link without
+    offloads it must cut them and compute every checksum itself from the pseudo-header sums
+    the engine wrote; the host behind checks them."""
+    pair = start(monkeypatch, lab, tmp_path, {})
+    r, c = pair.right.ns, lab.netns("C")
+    lab.veth(r, "lan0", c, "eth0")
+    r.ip("addr", "add", "10.88.0.1/24", "dev", "lan0")
+    c.ip("addr", "add", "10.88.0.2/24", "dev", "eth0")
+    c.ip("route", "add", "default", "via", "10.88.0.1")
+    r.exec("sysctl", "-qw", "net.ipv4.ip_forward=1")
+    if lan == "no-offloads":
+        r.exec("ethtool", "-K", "lan0", "tx", "off", "tso", "off", "gso", "off")
+        c.exec("ethtool", "-K", "eth0", "rx", "off")  # the LAN host verifies checksums itself
+    left = pair.left
+    left.wg("set", left.ifname, "peer", pair.right.public, "allowed-ips",
+            f"{pair.right.inner4}/32,{pair.right.inner6}/128,10.88.0.0/24")
+    left.ns.ip("route", "add", "10.88.0.0/24", "dev", left.ifname)
+    assert pair.ping(left, "10.88.0.2").returncode == 0
+    server = c.popen(sys.executable, "-m", "tests.support.xfer", "serve", "10.88.0.2", "5320",
+                     cwd=REPO, text=True)
+    assert server.stdout.readline().strip() == "listening"
+    sent = left.ns.exec(sys.executable, "-m", "tests.support.xfer", "send", "10.88.0.2", "5320",
+                        str(8 * 1024 * 1024), cwd=REPO, timeout=180).stdout.strip()
+    assert server.communicate(timeout=60)[0].strip() == sent
+    server = c.popen(sys.executable, "-m", "tests.support.xfer", "udp-serve", "10.88.0.2", "5321",
+                     "640", cwd=REPO, text=True)
+    assert server.stdout.readline().strip() == "listening"
+    left.ns.exec(sys.executable, "-m", "tests.support.xfer", "udp-send", "10.88.0.2", "5321", "640",
+                 "1200", cwd=REPO, timeout=120)
+    assert server.communicate(timeout=60)[0].strip() == "640 640 in-order"
+    right = offload(pair.right, tmp_path / "run")
+    assert right.get("tun_gro_writes", 0) > 20 and right["tun_gro_segments"] > 2 * right["tun_gro_writes"], right
+    if kernel_takes_uso_writes():
+        assert right.get("tun_uso_writes", 0) > 5, right
+    # nothing was dropped on the way for a bad checksum
+    snmp = c.exec("cat", "/proc/net/snmp").stdout
+    rows = [line.split() for line in snmp.splitlines() if line.startswith(("Tcp:", "Udp:"))]
+    counters = {f"{h[0]}{k}": int(v) for h, vals in zip(rows[::2], rows[1::2], strict=True)
+                for k, v in zip(h[1:], vals[1:], strict=True)}
+    assert counters["Tcp:InCsumErrors"] == 0 and counters["Udp:InCsumErrors"] == 0, counters
