@@ -220,3 +220,21 @@ def test_super_packets_forwarded_beyond_the_tunnel_arrive_intact(lab, tmp_path, 
     counters = {f"{h[0]}{k}": int(v) for h, vals in zip(rows[::2], rows[1::2], strict=True)
                 for k, v in zip(h[1:], vals[1:], strict=True)}
     assert counters["Tcp:InCsumErrors"] == 0 and counters["Udp:InCsumErrors"] == 0, counters
+
+
+def test_a_packet_longer_than_the_read_buffer_is_dropped_once_then_read_whole(lab, tmp_path, monkeypatch):
+    """Without TSO the engine reads its TUN with a 32 KB buffer. Someone raises the MTU past
+    that: the first such packet is cut short by the kernel, so it is dropped and counted, and
+    the engine reads 64 KB from then on; the next ones go through intact."""
+    pair = start(monkeypatch, lab, tmp_path, {})
+    left = pair.left
+    left.ns.ip("link", "set", left.ifname, "mtu", "40000")
+    r = left.ns.exec("ping", "-c", "4", "-i", "0.3", "-W", "2", "-s", "33000", pair.right.inner4,
+                     check=False, timeout=30)
+    received = int(r.stdout.split(" received")[0].rsplit(" ", 1)[1])
+    assert received == 3, r.stdout
+    errors = engine_stats(engine_pid(left.ifname), tmp_path / "run", left.ifname)["errors"]
+    assert errors == {"tun_read_truncated": 1}, errors
+    for size in (20000, 39000):  # under and over 32 KB, within the 40000 MTU
+        r = left.ns.exec("ping", "-c", "2", "-i", "0.3", "-s", str(size), pair.right.inner4, check=False)
+        assert r.returncode == 0, (size, r.stdout)
