@@ -146,7 +146,10 @@ def parse(text: str, path: str = "<config>", quick: bool = True) -> Config:
         peers.append(PeerConfig(line=peer_line, **peer_fields))
         peer_fields = None
 
-    for lineno, raw in enumerate(text.splitlines(), 1):
+    # Lines end at "\n" only, as for wg(8) and an editor: str.splitlines would also cut at
+    # \x1c-\x1e, \x85 and \u2028 and number every later line wrong. A "\r" before the "\n"
+    # (a file saved on Windows) goes with the surrounding whitespace.
+    for lineno, raw in enumerate(text.split("\n"), 1):
         line = raw.split("#", 1)[0].strip()
         if not line:
             continue

@@ -210,6 +210,20 @@ def test_other_errors_name_the_line(text, line):
     assert where(text, quick=False)[0] == line
 
 
+@pytest.mark.parametrize("sep", ["\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029", "\x0b", "\x0c"])
+def test_only_newline_ends_a_line(sep):
+    """An editor and wg(8) count lines by "\n" alone; so does the error's line number."""
+    text = f"[Interface]\n# a comment{sep}with a separator\nListenPort = 1\nMTU = big\n"
+    assert where(text, quick=False)[0] == 4
+
+
+def test_windows_line_endings():
+    text = f"[Interface]\r\nListenPort = 51820\r\n\r\n[Peer]\r\nPublicKey = {B(PUB1)}\r\nMTU = 1\r\n"
+    assert where(text, quick=True)[0] == 6
+    cfg = config.parse(f"[Interface]\r\nListenPort = 51820\r\n[Peer]\r\nPublicKey = {B(PUB1)}\r\n")
+    assert cfg.interface.listen_port == 51820 and len(cfg.peers) == 1
+
+
 def test_load_from_file_and_missing_file(tmp_path):
     p = tmp_path / "wg7.conf"
     p.write_text(QUICK)
