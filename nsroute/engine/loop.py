@@ -280,8 +280,9 @@ class Engine:
         if self.tun.vnet:
             return self._read_tun_vnet(now)
         fd = self.tun.fd
-        send = self.device.send_packet
         size = self._tun_read
+        pkts: list[bytes] = []
+        alive = True
         for _ in range(BATCH):
             try:
                 pkt = os.read(fd, size)
@@ -289,25 +290,35 @@ class Engine:
                 break
             except OSError as e:
                 if e.errno in (errno.EBADFD, errno.ENODEV, errno.EIO):
-                    return False
-                self.errors[f"tun_read_{e.errno}"] += 1
+                    alive = False
+                else:
+                    self.errors[f"tun_read_{e.errno}"] += 1
                 break
             if len(pkt) >= size:
                 size = self._truncated_read()
                 continue
-            try:
-                send(pkt, now)
-            except Exception:  # a bug must cost one packet, never the tunnel
-                self._internal_error("send_packet")
-        return True
+            pkts.append(pkt)
+        self._send(pkts, now)
+        return alive
+
+    def _send(self, pkts: list[bytes], now: float) -> None:
+        """Hand one drain of the TUN to the device at once (Device.send_packets)."""
+        if not pkts:
+            return
+        try:
+            self.device.send_packets(pkts, now)
+        except Exception:  # a bug must cost this batch, never the tunnel
+            self._internal_error("send_packet")
 
     def _read_tun_vnet(self, now: float) -> bool:
         """Like _read_tun, but each read has a virtio_net_hdr and may be a super-packet."""
         fd = self.tun.fd
-        send = self.device.send_packet
         offload = self.offload
         hdr_len = vnet.HDR_LEN
         size = self._tun_read
+        pkts: list[bytes] = []
+        append = pkts.append
+        alive = True
         for _ in range(BATCH):
             try:
                 buf = os.read(fd, size)
@@ -315,29 +326,32 @@ class Engine:
                 break
             except OSError as e:
                 if e.errno in (errno.EBADFD, errno.ENODEV, errno.EIO):
-                    return False
-                self.errors[f"tun_read_{e.errno}"] += 1
+                    alive = False
+                else:
+                    self.errors[f"tun_read_{e.errno}"] += 1
                 break
             if len(buf) >= size:
                 size = self._truncated_read()
                 continue
+            if buf[0] == 0 and buf[1] == 0:  # no checksum to finish, no GSO: as is
+                append(buf[hdr_len:])
+                continue
             try:
-                if buf[0] == 0 and buf[1] == 0:  # no checksum to finish, no GSO: as is
-                    send(buf[hdr_len:], now)
-                    continue
-                pkts = vnet.packets(buf)
-                if buf[1]:  # gso_type
-                    offload["tun_gso_split"] += 1
-                    offload["tun_gso_segments"] += len(pkts)
-                else:
-                    offload["tun_csum_completed"] += 1
-                for pkt in pkts:
-                    send(pkt, now)
+                split = vnet.packets(buf)
             except vnet.VnetError:
                 self.errors["tun_bad_vnet_hdr"] += 1
-            except Exception:  # a bug must cost one packet, never the tunnel
-                self._internal_error("send_packet")
-        return True
+                continue
+            except Exception:  # a bug must cost one read, never the tunnel
+                self._internal_error("tun_vnet")
+                continue
+            if buf[1]:  # gso_type
+                offload["tun_gso_split"] += 1
+                offload["tun_gso_segments"] += len(split)
+            else:
+                offload["tun_csum_completed"] += 1
+            pkts.extend(split)
+        self._send(pkts, now)
+        return alive
 
     def _truncated_read(self) -> int:
         """A TUN read filled the buffer: the packet may be cut short, so it is dropped, and
