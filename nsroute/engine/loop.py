@@ -333,7 +333,7 @@ class Engine:
             if len(buf) >= size:
                 size = self._truncated_read()
                 continue
-            if buf[0] == 0 and buf[1] == 0:  # no checksum to finish, no GSO: as is
+            if len(buf) > hdr_len and buf[0] == 0 and buf[1] == 0:  # nothing to finish: as is
                 append(buf[hdr_len:])
                 continue
             try:

@@ -1,0 +1,66 @@
+"""The engine's TUN read loop against whatever a read may return: short reads, bad virtio
+headers, a packet that fills the buffer. Nothing may escape as an exception (the loop would
+die); each bad read is counted and the good packets around it still reach the device.
+
+A SOCK_SEQPACKET socketpair stands in for the TUN descriptor: like a TUN, each read returns
+one whole message."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections import Counter
+
+import pytest
+
+from nsroute.engine import loop, vnet
+from nsroute.wireguard.device import Device
+from tests.unit.test_handshake import ipv4_packet
+
+
+class FakeTun:
+    def __init__(self, fd: int, is_vnet: bool) -> None:
+        self.fd, self.vnet, self.offload_flags = fd, is_vnet, 0
+
+
+@pytest.fixture
+def engine():
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    b.setblocking(False)
+    eng = loop.Engine.__new__(loop.Engine)  # the read path only: no TUN, sockets or UAPI
+    eng.device = Device()
+    eng.errors, eng.offload = Counter(), Counter()
+    eng._tun_read = loop._TUN_SMALL_READ
+    sent: list[bytes] = []
+    eng.device.send_packets = lambda pkts, now: sent.extend(pkts)
+    yield eng, a, b, sent
+    a.close()
+    b.close()
+
+
+@pytest.mark.parametrize("is_vnet", [True, False], ids=["vnet", "plain"])
+def test_bad_reads_are_counted_and_the_rest_goes_through(engine, is_vnet):
+    eng, writer, reader, sent = engine
+    eng.tun = FakeTun(reader.fileno(), is_vnet)
+    good = ipv4_packet("10.0.0.1", "10.0.0.2", b"payload")
+    hdr = vnet.ZERO_HDR if is_vnet else b""
+    reads = [hdr + good, b"\x00", b"\x01" * 5, vnet.HDR.pack(0, 9, 0, 0, 0, 0) + good,
+             vnet.HDR.pack(vnet.F_NEEDS_CSUM, 0, 0, 0, 60000, 6) + good, hdr + good,
+             b"\x00" * (loop._TUN_SMALL_READ + 100), hdr + good]
+    for r in reads:
+        writer.send(r)
+    assert eng._read_tun(1.0) is True
+    assert sent.count(good) == 3
+    assert eng.errors["tun_read_truncated"] == 1 and eng._tun_read > loop._TUN_SMALL_READ
+    if is_vnet:
+        assert eng.errors["tun_bad_vnet_hdr"] == 4, eng.errors  # short x2, gso type 9, csum offsets
+    assert not [k for k in eng.errors if k.startswith("internal")]
+
+
+def test_a_read_error_is_counted_and_the_loop_carries_on(engine):
+    eng, writer, reader, sent = engine
+    fd = os.dup(reader.fileno())
+    eng.tun = FakeTun(fd, True)
+    os.close(fd)  # EBADF: an error, but not the EBADFD/ENODEV/EIO of a removed TUN
+    assert eng._read_tun(1.0) is True
+    assert sent == [] and eng.errors == {"tun_read_9": 1}
