@@ -16,8 +16,10 @@ and per protocol, the first time a coalesced write is refused.
 
 Counters: on SIGUSR1 the engine writes its drop, error and offload counters
 (`device.drops`, `errors`, `offload`) as JSON to
-`$NSROUTE_RUN_DIR/engine-IFNAME.stats.json` (default run dir /run/nsroute), replacing the
-file atomically, mode 0600. The write happens in the loop, not in the signal handler; a
+`$NSROUTE_RUN_DIR/engine-IFNAME.stats.json` (default run dir /run/nsroute), mode 0600,
+never half-written: replaced by rename, or, once the engine has dropped its privileges and
+can only rewrite the file it opened, in one write padded with spaces (see write_stats).
+Its "time" field says when: a reader that signalled waits for a time after its signal. The write happens in the loop, not in the signal handler; a
 failure (say, an unprivileged engine and a root-owned run dir) is logged and the engine
 carries on.
 
@@ -496,35 +498,49 @@ class Engine:
         self._wake()
 
     def prepare_stats_file(self) -> None:
-        """Open the counters file while still root: once unprivileged, the engine can no
-        longer create files in the root-owned run directory, only rewrite this one."""
+        """Write the counters once and keep the file open while still root: once
+        unprivileged, the engine can no longer create files in the root-owned run directory,
+        only rewrite this one (see write_stats)."""
         path = self.stats_path()
-        try:
-            os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
-            self._stats_fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        except OSError as e:
-            log.warning("cannot prepare counters file %s: %s", path, e)
+        if self._replace_stats_file(path):
+            try:
+                self._stats_fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+                self._stats_len = os.fstat(self._stats_fd).st_size
+            except OSError as e:
+                log.warning("cannot prepare counters file %s: %s", path, e)
 
     def write_stats(self) -> None:
+        """Counters to the file, never half-written for a reader: replaced by rename where
+        the engine may create files; rewritten in place by one pwrite otherwise, the JSON
+        padded with spaces to the length before, so the file never shrinks or empties."""
         fd = getattr(self, "_stats_fd", None)
-        if fd is not None:
-            data = json.dumps(self.stats(), sort_keys=True).encode()
-            try:
-                os.pwrite(fd, data, 0)
-                os.ftruncate(fd, len(data))
-            except OSError as e:
-                log.warning("cannot write counters: %s", e)
+        if fd is None:
+            self._replace_stats_file(self.stats_path())
             return
-        path = self.stats_path()
+        data = json.dumps(self.stats(), sort_keys=True).encode()
+        data = data.ljust(self._stats_len)
+        try:
+            os.pwrite(fd, data, 0)
+            self._stats_len = len(data)
+        except OSError as e:
+            log.warning("cannot write counters: %s", e)
+
+    def _replace_stats_file(self, path: str) -> bool:
         tmp = f"{path}.{os.getpid()}.tmp"
         try:
             os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
             with os.fdopen(fd, "w") as f:
                 json.dump(self.stats(), f, sort_keys=True)
             os.replace(tmp, path)
+            return True
         except OSError as e:
             log.warning("cannot write counters to %s: %s", path, e)
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            return False
 
     def close(self) -> None:
         if self.control:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import sys
 import time
@@ -24,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.netns import wait_for
+from tests.support.stats import request_stats
 from tests.support.wgpair import REPO, Pair, Side
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
@@ -49,12 +48,7 @@ def cpu_seconds(pid: int) -> float:
 
 
 def engine_stats(pid: int, run_dir: Path, ifname: str) -> dict:
-    path = run_dir / f"engine-{ifname}.stats.json"
-    before = path.stat().st_mtime_ns if path.exists() else 0
-    os.kill(pid, signal.SIGUSR1)
-    wait_for(lambda: path.exists() and path.stat().st_mtime_ns != before, 5,
-             what="engine counters after SIGUSR1")
-    return json.loads(path.read_text())
+    return request_stats(pid, run_dir / f"engine-{ifname}.stats.json")
 
 
 def latest_handshake(side: Side, peer_public: str) -> int:

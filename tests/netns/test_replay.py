@@ -23,6 +23,7 @@ import pytest
 from tests.netns.test_flood import engine_pid
 from tests.support.attacker import read_pcap_udp
 from tests.support.netns import wait_for
+from tests.support.stats import request_stats
 from tests.support.wgpair import REPO, Pair
 
 pytestmark = pytest.mark.root
@@ -31,12 +32,7 @@ TIMES = 3
 
 
 def engine_drops(pid: int, run_dir: Path, ifname: str) -> dict:
-    path = run_dir / f"engine-{ifname}.stats.json"
-    before = path.stat().st_mtime_ns if path.exists() else 0
-    os.kill(pid, signal.SIGUSR1)
-    wait_for(lambda: path.exists() and path.stat().st_mtime_ns != before, 5,
-             what="engine counters after SIGUSR1")
-    return json.loads(path.read_text())["drops"]
+    return request_stats(pid, run_dir / f"engine-{ifname}.stats.json")["drops"]
 
 
 def tun_rx_packets(pair_side) -> int:

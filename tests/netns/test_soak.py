@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import time
 
 import psutil
@@ -25,6 +24,7 @@ from nsroute.engine import loop
 from nsroute.wireguard.constants import REJECT_AFTER_TIME, REKEY_AFTER_TIME
 from tests.support.hosts import BEHIND4, Site
 from tests.support.netns import Netns, wait_for
+from tests.support.stats import request_stats
 
 SCALE = 20.0
 SOAK = float(os.environ.get("NSROUTE_SOAK_SECONDS", "600"))
@@ -66,15 +66,10 @@ def _fds(pid: int) -> int:
 
 
 def _stats(pid: int, path: str) -> dict | None:
-    before = os.stat(path).st_mtime if os.path.exists(path) else None
-    os.kill(pid, signal.SIGUSR1)
     try:
-        wait_for(lambda: os.path.exists(path) and os.stat(path).st_mtime != before, timeout=5,
-                 what=f"counters in {path}")
+        return request_stats(pid, path)
     except AssertionError:
         return None
-    with open(path) as f:
-        return json.load(f)
 
 
 @pytest.mark.root
