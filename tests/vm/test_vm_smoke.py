@@ -25,6 +25,7 @@ MUST_PASS = [
     "test_kernel_backend::test_kernel_backend_into_container_and_crash_before_move",
     "test_kernel_interop::test_kernel_interop[nsroute]",
     "test_kernel_interop::test_kernel_interop[kernel]",
+    "test_offload_kernel::test_uso_writes_or_their_fallback",
     "test_kernel_interop::test_nsroute_follows_roaming_kernel_peer",
     "test_wifi::test_wifi_moves_to_physical_and_back",
 ]
