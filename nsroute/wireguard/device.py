@@ -53,6 +53,22 @@ UNDER_LOAD_PER_SECOND = 128
 UNDER_LOAD_HOLD = 1.0
 
 
+def _seal(kp: Keypair, packet: bytes, mtu: int) -> bytes:
+    """A transport message for `packet` under `kp`'s next counter: padded to a multiple of
+    16 bytes, but not past the MTU (an empty keepalive stays empty)."""
+    n = len(packet)
+    if n:
+        padded = (n + 15) & ~15
+        if padded > mtu:
+            padded = mtu if mtu > n else n
+        if padded != n:
+            packet = packet + bytes(padded - n)
+    counter = kp.send_counter
+    kp.send_counter = counter + 1
+    return _pack_hdr(MSG_TRANSPORT, kp.remote_index, counter) + kp.send.encrypt(
+        _NONCE_PAD + counter.to_bytes(8, "little"), packet, None)
+
+
 class ConfigurationError(ValueError):
     """A setting the device refuses; nothing was changed."""
 
@@ -145,8 +161,9 @@ class Device:
 
     # ---------------------------------------------------------------- outbound data
 
-    def send_packet(self, packet: bytes, now: float) -> None:
-        """An IP packet from the TUN: route it by destination to a peer and encrypt it."""
+    def send_packet(self, packet: bytes, now: float) -> Peer | None:
+        """An IP packet from the TUN: route it by destination to a peer and encrypt it.
+        Returns the peer it was routed to (None when dropped)."""
         n = len(packet)
         if n >= 20 and packet[0] >> 4 == 4:
             peer = self.allowed.v4.lookup(int.from_bytes(packet[16:20], "big"))
@@ -154,16 +171,16 @@ class Device:
             peer = self.allowed.v6.lookup(int.from_bytes(packet[24:40], "big"))
         else:
             self.drops["tun_not_ip"] += 1
-            return
+            return None
         if peer is None:
             self.drops["tun_no_peer"] += 1
-            return
+            return None
         kp = peer.current
         if (kp is None or peer.endpoint is None or kp.send_counter >= REJECT_AFTER_MESSAGES
                 or now - kp.created >= REJECT_AFTER_TIME):
             peer.staged.append(packet)
             self._initiate(peer, now)
-            return
+            return peer
         self._encrypt(peer, kp, packet, now)
         if peer.t_new_handshake is None:
             peer.t_new_handshake = now + KEEPALIVE_TIMEOUT + REKEY_TIMEOUT + self._jitter()
@@ -172,21 +189,20 @@ class Device:
         if kp.send_counter >= REKEY_AFTER_MESSAGES or (
                 kp.is_initiator and now - kp.created >= REKEY_AFTER_TIME):
             self._initiate(peer, now)
+        return peer
 
     def send_packets(self, packets: list[bytes], now: float) -> None:
         """IP packets from one drain of the TUN, exactly as send_packet on each in turn.
 
         Most of a batch goes to one peer over one live session, so after a packet has gone
-        out the usual way, the packets after it with the same destination address are
-        encrypted directly while nothing send_packet checks could come out differently
-        for them: same peer, session, endpoint and `now`, and no counter limit within the
+        out the usual way, the packets after it with the same destination address are only
+        sealed (_seal) while nothing else send_packet does could come out differently for
+        them: same peer, session, endpoint and `now`, and no counter limit within the
         batch's reach. Anything else takes the usual way."""
         fast_dst = None
         peer = kp = ep = None
-        enc = None
         mtu = self.mtu
-        out = self.udp_out
-        append = out.append
+        append = self.udp_out.append
         tx = 0
         for packet in packets:
             n = len(packet)
@@ -197,15 +213,7 @@ class Device:
             else:
                 dst = None
             if dst is not None and dst == fast_dst:
-                padded = (n + 15) & ~15  # as _encrypt pads
-                if padded > mtu:
-                    padded = mtu if mtu > n else n
-                if padded != n:
-                    packet = packet + bytes(padded - n)
-                counter = kp.send_counter
-                kp.send_counter = counter + 1
-                data = _pack_hdr(MSG_TRANSPORT, kp.remote_index, counter) + enc(
-                    _NONCE_PAD + counter.to_bytes(8, "little"), packet, None)
+                data = _seal(kp, packet, mtu)
                 append((data, ep))
                 tx += len(data)
                 continue
@@ -213,36 +221,21 @@ class Device:
                 peer.tx_bytes += tx
                 tx = 0
             fast_dst = None
-            self.send_packet(packet, now)
-            if dst is None or self.udp_out is not out:
-                continue
-            peer = (self.allowed.v4 if len(dst) == 4 else self.allowed.v6).lookup(
-                int.from_bytes(dst, "big"))
+            peer = self.send_packet(packet, now)
             if peer is None:
                 continue
             kp, ep = peer.current, peer.endpoint
             # What send_packet would check for each later packet, for the whole batch:
-            if (kp is None or ep is None or peer.staged or peer.t_new_handshake is None
+            if not (kp is None or ep is None or peer.staged
                     or kp.send_counter + len(packets) >= REKEY_AFTER_MESSAGES
                     or now - kp.created >= REJECT_AFTER_TIME
                     or (kp.is_initiator and now - kp.created >= REKEY_AFTER_TIME)):
-                continue
-            fast_dst, enc = dst, kp.send.encrypt
+                fast_dst = dst
         if tx:
             peer.tx_bytes += tx
 
     def _encrypt(self, peer: Peer, kp: Keypair, packet: bytes, now: float) -> None:
-        n = len(packet)
-        if n:
-            padded = (n + 15) & ~15
-            if padded > self.mtu:
-                padded = max(self.mtu, n)
-            if padded != n:
-                packet = packet + bytes(padded - n)
-        counter = kp.send_counter
-        kp.send_counter = counter + 1
-        data = _pack_hdr(MSG_TRANSPORT, kp.remote_index, counter) + kp.send.encrypt(
-            _NONCE_PAD + counter.to_bytes(8, "little"), packet, None)
+        data = _seal(kp, packet, self.mtu)
         self.udp_out.append((data, peer.endpoint))
         peer.tx_bytes += len(data)
         # Any authenticated packet sent: the pending keepalive is no longer needed.
