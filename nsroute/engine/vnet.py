@@ -200,7 +200,18 @@ _GROUPABLE = 0x10  # ACK alone; PSH may end a group
 _V4_TCP_NOFRAG = 0x3FFF  # MF and fragment offset
 
 
+def _set_ip_length(hdrs: bytearray, l4: int, v4: bool, total: int) -> None:
+    """A super-packet's IP header: its length is the whole packet's (IPv4: checksum anew)."""
+    if v4:
+        _H.pack_into(hdrs, 2, total)
+        hdrs[10] = hdrs[11] = 0
+        _H.pack_into(hdrs, 10, checksum(memoryview(hdrs)[:l4]))
+    else:
+        _H.pack_into(hdrs, 4, total - 40)
+
+
 class _Group:
+    KIND = "gro"  # counters and fallback switch: TCP coalescing
     __slots__ = ("pkts", "l4", "data_at", "mss", "next_seq", "total", "closed")
 
     def __init__(self, pkt: bytes, l4: int, data_at: int, seq: int) -> None:
@@ -245,12 +256,7 @@ class _Group:
         hdrs = bytearray(first[:data_at])
         v4 = first[0] >> 4 == 4
         total = self.total
-        if v4:
-            _H.pack_into(hdrs, 2, total)
-            hdrs[10] = hdrs[11] = 0
-            _H.pack_into(hdrs, 10, checksum(memoryview(hdrs)[:l4]))
-        else:
-            _H.pack_into(hdrs, 4, total - 40)
+        _set_ip_length(hdrs, l4, v4, total)
         hdrs[l4 + 13] = pkts[-1][l4 + 13]  # ACK, and PSH if the last had it
         # CHECKSUM_PARTIAL: the field holds the pseudo-header sum; the kernel trusts the
         # segments (AEAD-authenticated) and fills in checksums only if it forwards them.
@@ -265,6 +271,7 @@ class UdpGroup:
     """Datagrams of one UDP flow, all of the first one's size but perhaps a shorter last:
     one GSO_UDP_L4 write, which the kernel segments again before any socket sees it."""
 
+    KIND = "uso"  # counters and fallback switch: UDP coalescing
     __slots__ = ("pkts", "l4", "size", "total", "closed")
 
     def __init__(self, pkt: bytes, l4: int) -> None:
@@ -298,12 +305,7 @@ class UdpGroup:
         hdrs = bytearray(first[:l4 + 8])
         v4 = l4 == 20
         total = self.total
-        if v4:
-            _H.pack_into(hdrs, 2, total)
-            hdrs[10] = hdrs[11] = 0
-            _H.pack_into(hdrs, 10, checksum(memoryview(hdrs)[:l4]))
-        else:
-            _H.pack_into(hdrs, 4, total - 40)
+        _set_ip_length(hdrs, l4, v4, total)
         _H.pack_into(hdrs, l4 + 4, total - l4)
         _H.pack_into(hdrs, l4 + 6, _pseudo(first, 0, v4, 17, total - l4) % 0xFFFF)
         vh = HDR.pack(F_NEEDS_CSUM, GSO_UDP_L4, l4 + 8, self.size, l4, 6)
@@ -315,22 +317,23 @@ class UdpGroup:
 _MAX_UDP_SEGMENTS = 64  # UDP_MAX_SEGMENTS of kernels before 6.10 (later ones take 128)
 
 
-def _udp_l4(pkt: bytes, n: int, b0: int) -> int:
-    """The UDP header's offset when `pkt` is a datagram that may join a group; -1 for
-    another UDP datagram (it ends its flow's group); 0 for anything else."""
+def _udp_flow(pkt: bytes, n: int, b0: int) -> tuple[int, bytes | None]:
+    """(UDP header offset, flow key) of a datagram that may join a group; (0, key) for
+    another UDP datagram, which ends its flow's group; (0, None) for anything else."""
     if b0 >> 4 == 4:
         if n < 28 or pkt[9] != 17:
-            return 0
-        l4 = 20
-        if b0 != 0x45 or ((pkt[6] << 8) | pkt[7]) & _V4_TCP_NOFRAG:
-            return -1  # options, or a fragment
+            return 0, None
+        l4 = (b0 & 15) * 4
+        key = pkt[12:24] if l4 == 20 else pkt[12:20] + pkt[l4:l4 + 4]
+        if l4 != 20 or ((pkt[6] << 8) | pkt[7]) & _V4_TCP_NOFRAG:
+            return 0, key  # options, or a fragment
     elif b0 >> 4 == 6 and n >= 48 and pkt[6] == 17:
-        l4 = 40
+        l4, key = 40, pkt[8:44]
     else:
-        return 0
+        return 0, None
     # Not empty, and the UDP length agrees with the packet's (else the kernel would cut
     # the group differently).
-    return l4 if n > l4 + 8 and (pkt[l4 + 4] << 8) | pkt[l4 + 5] == n - l4 else -1
+    return (l4 if n > l4 + 8 and (pkt[l4 + 4] << 8) | pkt[l4 + 5] == n - l4 else 0), key
 
 
 def coalesce(pkts: list[bytes], tcp: bool = True, udp: bool = True) -> list:
@@ -358,17 +361,12 @@ def coalesce(pkts: list[bytes], tcp: bool = True, udp: bool = True) -> list:
         else:
             l4 = 0
         if not l4:
-            ul4 = _udp_l4(pkt, n, b0) if udp else 0
-            if ul4 <= 0:
-                if ul4 and udp_groups:  # later datagrams must not overtake this one
-                    if b0 >> 4 == 4:
-                        ihl = (b0 & 15) * 4
-                        udp_groups.pop(pkt[12:20] + pkt[ihl:ihl + 4], None)
-                    else:
-                        udp_groups.pop(pkt[8:44], None)
+            ul4, ukey = _udp_flow(pkt, n, b0) if udp else (0, None)
+            if not ul4:
+                if ukey is not None:  # later datagrams of its flow must not overtake it
+                    udp_groups.pop(ukey, None)
                 out.append(pkt)
                 continue
-            ukey = pkt[12:24] if ul4 == 20 else pkt[8:44]
             ug = udp_groups.get(ukey)
             if ug is not None and ug.take(pkt):
                 continue
