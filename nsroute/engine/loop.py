@@ -19,9 +19,9 @@ Counters: on SIGUSR1 the engine writes its drop, error and offload counters
 `$NSROUTE_RUN_DIR/engine-IFNAME.stats.json` (default run dir /run/nsroute), mode 0600,
 never half-written: replaced by rename, or, once the engine has dropped its privileges and
 can only rewrite the file it opened, in one write padded with spaces (see write_stats).
-Its "time" field says when: a reader that signalled waits for a time after its signal. The write happens in the loop, not in the signal handler; a
-failure (say, an unprivileged engine and a root-owned run dir) is logged and the engine
-carries on.
+Its "time" field says when: a reader that signalled waits for a time after its signal.
+The write happens in the loop, not in the signal handler; a failure (say, an unprivileged
+engine and a root-owned run dir) is logged and the engine carries on.
 
 Time scale (TEST ONLY): NSROUTE_TIME_SCALE=N (a number from 1 to 1000; anything else is
 ignored with a warning) runs the protocol's clock N times faster, so a soak test sees a
@@ -115,10 +115,10 @@ class Engine:
         except BaseException:
             self.close()
             raise
-        self._tun_gro = TUN_GRO
+        # Coalesced TUN writes, by group kind (vnet.*.KIND): off for good once refused.
+        self._coalesce = {"gro": TUN_GRO, "uso": TUN_GRO and TUN_USO}
         # Super-packets need the whole 64 KB; otherwise a smaller buffer (see _TUN_SMALL_READ).
         self._tun_read = _RECV_SIZE + vnet.HDR_LEN if self.tun.offload_flags else _TUN_SMALL_READ
-        self._tun_uso = TUN_GRO and TUN_USO
         self._senders: dict[socket.socket, gso.Sender] = {}
         self._gro: dict[socket.socket, bool] = {}
         self.privileged = True  # False once daemon.run_engine dropped to an unprivileged user
@@ -279,43 +279,11 @@ class Engine:
     # ------------------------------------------------------------------ data path
 
     def _read_tun(self, now: float) -> bool:
-        if self.tun.vnet:
-            return self._read_tun_vnet(now)
+        """Drain the TUN (up to BATCH reads) and hand what it gave to the device at once.
+        With a virtio_net_hdr, a read may need its checksum finished or be a super-packet
+        to cut; False when the TUN is gone."""
         fd = self.tun.fd
-        size = self._tun_read
-        pkts: list[bytes] = []
-        alive = True
-        for _ in range(BATCH):
-            try:
-                pkt = os.read(fd, size)
-            except BlockingIOError:
-                break
-            except OSError as e:
-                if e.errno in (errno.EBADFD, errno.ENODEV, errno.EIO):
-                    alive = False
-                else:
-                    self.errors[f"tun_read_{e.errno}"] += 1
-                break
-            if len(pkt) >= size:
-                size = self._truncated_read()
-                continue
-            pkts.append(pkt)
-        self._send(pkts, now)
-        return alive
-
-    def _send(self, pkts: list[bytes], now: float) -> None:
-        """Hand one drain of the TUN to the device at once (Device.send_packets)."""
-        if not pkts:
-            return
-        try:
-            self.device.send_packets(pkts, now)
-        except Exception:  # a bug must cost this batch, never the tunnel
-            self._internal_error("send_packet")
-
-    def _read_tun_vnet(self, now: float) -> bool:
-        """Like _read_tun, but each read has a virtio_net_hdr and may be a super-packet."""
-        fd = self.tun.fd
-        offload = self.offload
+        vnet_hdr = self.tun.vnet
         hdr_len = vnet.HDR_LEN
         size = self._tun_read
         pkts: list[bytes] = []
@@ -334,26 +302,35 @@ class Engine:
                 break
             if len(buf) >= size:
                 size = self._truncated_read()
-                continue
-            if len(buf) > hdr_len and buf[0] == 0 and buf[1] == 0:  # nothing to finish: as is
+            elif not vnet_hdr:
+                append(buf)
+            elif len(buf) > hdr_len and buf[0] == 0 and buf[1] == 0:  # nothing to finish: as is
                 append(buf[hdr_len:])
-                continue
-            try:
-                split = vnet.packets(buf)
-            except vnet.VnetError:
-                self.errors["tun_bad_vnet_hdr"] += 1
-                continue
-            except Exception:  # a bug must cost one read, never the tunnel
-                self._internal_error("tun_vnet")
-                continue
-            if buf[1]:  # gso_type
-                offload["tun_gso_split"] += 1
-                offload["tun_gso_segments"] += len(split)
             else:
-                offload["tun_csum_completed"] += 1
-            pkts.extend(split)
-        self._send(pkts, now)
+                pkts.extend(self._finish_vnet_read(buf))
+        if pkts:
+            try:
+                self.device.send_packets(pkts, now)
+            except Exception:  # a bug must cost this batch, never the tunnel
+                self._internal_error("send_packet")
         return alive
+
+    def _finish_vnet_read(self, buf: bytes) -> list[bytes]:
+        """A read whose checksum is partial or that is a super-packet -> its packets."""
+        try:
+            split = vnet.packets(buf)
+        except vnet.VnetError:
+            self.errors["tun_bad_vnet_hdr"] += 1
+            return []
+        except Exception:  # a bug must cost one read, never the tunnel
+            self._internal_error("tun_vnet")
+            return []
+        if buf[1]:  # gso_type
+            self.offload["tun_gso_split"] += 1
+            self.offload["tun_gso_segments"] += len(split)
+        else:
+            self.offload["tun_csum_completed"] += 1
+        return split
 
     def _truncated_read(self) -> int:
         """A TUN read filled the buffer: the packet may be cut short, so it is dropped, and
@@ -448,11 +425,11 @@ class Engine:
         """Write behind virtio_net_hdrs, TCP segments of a flow coalesced into one write."""
         writev, hdr = os.writev, vnet.ZERO_HDR
         errors = self.errors
-        gro, uso = self._tun_gro, self._tun_uso
+        gro, uso = self._coalesce["gro"], self._coalesce["uso"]
         items = vnet.coalesce(out, gro, uso) if (gro or uso) and len(out) > 1 else out
         for item in items:
             if type(item) is not bytes:
-                kind = "uso" if type(item) is vnet.UdpGroup else "gro"
+                kind = item.KIND
                 try:
                     writev(fd, item.render())
                     self.offload[f"tun_{kind}_writes"] += 1
@@ -463,13 +440,10 @@ class Engine:
                         errors[f"tun_write_{errno.errorcode.get(e.errno, e.errno)}"] += len(item.pkts)
                         continue
                     # Kernels before 6.2 take TCP super-packets on a TUN but not UDP ones.
-                    if kind == "uso":
-                        self._tun_uso = False
-                    else:
-                        self._tun_gro = False
+                    self._coalesce[kind] = False
                     self.offload[f"tun_{kind}_refused"] += 1
-                    log.info("TUN refused a coalesced %s write (EINVAL): one %s per write from now on",
-                             "UDP" if kind == "uso" else "TCP", "datagram" if kind == "uso" else "segment")
+                    log.info("TUN refused a coalesced write (tun_%s_refused, EINVAL): "
+                             "one packet per write for those from now on", kind)
                 for pkt in item.pkts:
                     try:
                         writev(fd, (hdr, pkt))
