@@ -199,6 +199,9 @@ class Device:
         sealed (_seal) while nothing else send_packet does could come out differently for
         them: same peer, session, endpoint and `now`, and no counter limit within the
         batch's reach. Anything else takes the usual way."""
+        if len(packets) == 1:  # a lone packet (a ping after quiet): nothing to share
+            self.send_packet(packets[0], now)
+            return
         fast_dst = None
         peer = kp = ep = None
         mtu = self.mtu

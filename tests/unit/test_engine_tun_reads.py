@@ -64,3 +64,43 @@ def test_a_read_error_is_counted_and_the_loop_carries_on(engine):
     os.close(fd)  # EBADF: an error, but not the EBADFD/ENODEV/EIO of a removed TUN
     assert eng._read_tun(1.0) is True
     assert sent == [] and eng.errors == {"tun_read_9": 1}
+
+
+def test_a_wake_up_after_quiet_reads_one_packet_and_the_next_pass_the_rest(engine):
+    """limit=1 (the loop's choice after IDLE_WAKE of quiet): one packet goes to the device
+    at once; nothing is lost, the next pass drains what is left."""
+    eng, writer, reader, sent = engine
+    eng.tun = FakeTun(reader.fileno(), True)
+    pkts = [ipv4_packet("10.0.0.1", "10.0.0.2", bytes([i]) * 20) for i in range(4)]
+    for p in pkts:
+        writer.send(vnet.ZERO_HDR + p)
+    assert eng._read_tun(1.0, 1) is True
+    assert sent == pkts[:1]
+    assert eng._read_tun(1.0) is True
+    assert sent == pkts
+
+
+@pytest.mark.parametrize("gro", [True, False], ids=["udp-gro", "plain"])
+def test_udp_reads_take_at_most_limit_receives(gro):
+    eng = loop.Engine.__new__(loop.Engine)
+    eng.errors = Counter()
+    got: list[bytes] = []
+    eng.device = Device()
+    eng.device.receive_datagram = lambda data, ep, now: got.append(data)
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        rx.bind(("127.0.0.1", 0))
+        rx.setblocking(False)
+        eng._gro = {rx: gro}
+        datagrams = [bytes([i]) * (100 + i) for i in range(3)]  # sizes differ: no GRO merge
+        for d in datagrams:
+            tx.sendto(d, rx.getsockname())
+        eng._read_udp(rx, 1.0, 1)
+        assert got == datagrams[:1]
+        eng._read_udp(rx, 1.0)
+        assert got == datagrams
+        assert not eng.errors
+    finally:
+        rx.close()
+        tx.close()
