@@ -57,6 +57,13 @@ BATCH = 128
 # read that would only say "nothing else" (~10 us on a cold CPU, see docs/bench.md). If
 # more is waiting, epoll says so at once and the next pass drains it in batches.
 IDLE_WAKE = 0.0005
+# For LINGER seconds after the last packet the loop wakes at least every NAP seconds (epoll's
+# resolution is a millisecond). A packet that arrives after ~10 ms of complete quiet finds a
+# cold CPU and pays ~10x for every line and syscall; with the naps, ping RTT at 10 ms
+# intervals fell by a fifth here (docs/bench.md, "Lingering"). The Go runtime behind
+# wireguard-go does alike: its monitor thread keeps waking for a while after activity.
+# An idle engine is never woken for it. NSROUTE_LINGER_MS sets LINGER (0: off).
+NAP = 0.001
 HOUSEKEEPING = 1.0
 _RECV_SIZE = 65536
 # TUN reads without TSO/USO are at most one MTU-sized packet. A 64 KB read buffer costs
@@ -74,18 +81,29 @@ TUN_GRO = os.environ.get("NSROUTE_TUN_GRO", "1") != "0"
 TUN_USO = os.environ.get("NSROUTE_TUN_USO", "1") != "0"
 
 
+def _env_number(name: str, default: float, lo: float, hi: float) -> float:
+    """A number from the environment within [lo, hi]; `default` when unset or refused."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not lo <= value <= hi:
+        log.warning("%s=%r ignored: it must be a number from %g to %g", name, raw, lo, hi)
+        return default
+    return value
+
+
+def linger_seconds() -> float:
+    """NSROUTE_LINGER_MS as seconds (default 50 ms; 0 turns lingering off)."""
+    return _env_number("NSROUTE_LINGER_MS", 50.0, 0.0, 10000.0) / 1000.0
+
+
 def time_scale() -> float:
     """NSROUTE_TIME_SCALE (test only, see the module docstring); 1 when unset or refused."""
-    raw = os.environ.get("NSROUTE_TIME_SCALE", "").strip()
-    if not raw:
-        return 1.0
-    try:
-        n = float(raw)
-    except ValueError:
-        n = float("nan")
-    if not 1.0 <= n <= 1000.0:
-        log.warning("NSROUTE_TIME_SCALE=%r ignored: it must be a number from 1 to 1000", raw)
-        return 1.0
+    n = _env_number("NSROUTE_TIME_SCALE", 1.0, 1.0, 1000.0)
     if n != 1.0:
         log.warning("NSROUTE_TIME_SCALE=%g: protocol timers run %g times fast (test only)", n, n)
     return n
@@ -215,6 +233,8 @@ class Engine:
         ep.register(self._wake_r.fileno(), select.EPOLLIN)
         self._register_udp()
         device = self.device
+        linger = linger_seconds()
+        last_traffic = float("-inf")
         next_house = time.monotonic() + HOUSEKEEPING
         reason = "stopped"
         scale = self.scale
@@ -225,6 +245,8 @@ class Engine:
             wait = next_house - real
             if deadline is not None:
                 wait = min(wait, (deadline - now) / scale)
+            if real - last_traffic < linger and wait > NAP:
+                wait = NAP
             before = real
             try:
                 events = ep.poll(max(0.0, wait), 64)
@@ -235,10 +257,12 @@ class Engine:
             limit = 1 if real - before >= IDLE_WAKE else BATCH
             for fd, ev in events:
                 if fd == tun_fd:
+                    last_traffic = real
                     if not self._read_tun(now, limit):
                         reason = "TUN device removed"
                         self._stop = True
                 elif fd in self._udp_fds:
+                    last_traffic = real
                     self._read_udp(self._udp_fds[fd], now, limit)
                 elif fd == listen_fd:
                     for conn in self.control.accept():
