@@ -3,6 +3,9 @@
 Each wake-up drains every ready descriptor in batches (up to BATCH packets per source),
 feeds the device, then flushes everything the device produced at once. Batching the
 syscalls is where a Python data path gets its speed; the device never does I/O itself.
+Latency is the other side: a wake-up after quiet sends its first packet before looking
+for more (IDLE_WAKE), and for a while after traffic the loop naps in 1 ms steps instead of
+sleeping through, so the next packet finds a warm CPU (NAP, NSROUTE_LINGER_MS).
 
 TUN offload (nsroute.engine.tun, .vnet): the TUN is opened with IFF_VNET_HDR. With
 NSROUTE_TUN_TSO=1 (off by default: it costs more than it saves, see docs/bench.md) it also
