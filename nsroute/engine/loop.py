@@ -256,7 +256,7 @@ class Engine:
             except InterruptedError:
                 continue
             real = time.monotonic()
-            now = real if scale == 1.0 else self.clock(real)
+            now = self.clock(real)
             limit = 1 if real - before >= IDLE_WAKE else BATCH
             for fd, ev in events:
                 if fd == tun_fd:
@@ -426,10 +426,7 @@ class Engine:
             return
         self.device.udp_out = []
         errors = self.errors
-        # A lone datagram (a ping after quiet) skips the search for runs: on a cold CPU
-        # every line run costs.
-        runs = ((out[0][1], [out[0][0]]),) if len(out) == 1 else gso.runs(out)
-        for ep, group in runs:
+        for ep, group in gso.runs(out):
             sender = self._sender(ep)
             if sender is None:
                 errors["udp_no_socket_for_family"] += len(group)
