@@ -14,6 +14,7 @@ from nsroute.host.state import state_key
 
 UNITS = Path(__file__).resolve().parents[2] / "systemd"
 SERVICE = UNITS / "nsroute@.service"
+KERNEL_SERVICE = UNITS / "nsroute-kernel@.service"
 
 
 def _settings(text: str) -> dict[str, list[str]]:
@@ -37,7 +38,9 @@ def test_units_pass_systemd_analyze_verify(tmp_path):
     units = list(UNITS.glob("*.service")) + list(UNITS.glob("*.target")) + list(UNITS.glob("*.timer"))
     assert units
     for unit in units:
-        text = unit.read_text().replace("ExecStart=nsroute ", f"ExecStart={exe} ")
+        text = unit.read_text()
+        for key in ("ExecStart", "ExecStop"):
+            text = text.replace(f"{key}=nsroute ", f"{key}={exe} ")
         (tmp_path / unit.name).write_text(text)
     names = [u.name.replace("@.", "@wg0.") for u in units]
     p = subprocess.run(["systemd-analyze", "verify", "--man=no", *names], cwd=tmp_path,
@@ -61,3 +64,16 @@ def test_service_is_ordered_before_any_network():
     assert {"network-pre.target", "network-online.target", "network.target"} <= set(before)
     assert "network-pre.target" in " ".join(s["Wants"]).split()
     assert s["WantedBy"] == ["multi-user.target"]
+
+
+def test_kernel_service_stays_active_so_what_up_started_survives():
+    s = _settings(KERNEL_SERVICE.read_text())
+    assert s["ExecStart"] == ["nsroute up %i --backend kernel"] and s["ExecStop"] == ["nsroute down %i"]
+    # `up` returns once the kernel is configured; the DHCP client it left in the unit's
+    # cgroup would be killed if the unit went inactive then
+    assert s["Type"] == ["oneshot"] and s["RemainAfterExit"] == ["yes"]
+    assert "PIDFile" not in s and "Restart" not in s
+    assert "nsroute@%i.service" in " ".join(s["Conflicts"]).split()
+    ordering = ("DefaultDependencies", "After", "Wants", "Before", "WantedBy")
+    userspace = _settings(SERVICE.read_text())
+    assert {k: s[k] for k in ordering} == {k: userspace[k] for k in ordering}
