@@ -22,9 +22,11 @@ def test_bench_quick_runs_every_mode(tmp_path):
     assert set(rows) == {"raw", "wggo-wggo", "ns-wggo", "ns-ns"}, rows
     for mode, row in rows.items():
         assert "error" not in row, (mode, row)
-        for fig in ("tcp_up_mbps", "tcp_down_mbps", "udp_mbps", "rtt_median_ms",
+        for fig in ("tcp_up_mbps", "tcp_down_mbps", "tcp4_mbps", "udp_mbps", "rtt_median_ms",
                     "rtt_1ms_median_ms"):
             assert row[fig] and row[fig] > 0, (mode, fig, row)
+        for fig in ("tcp_up_mbps", "tcp_down_mbps", "tcp4_mbps"):  # --quick: one run each
+            assert row["runs"][fig] == [row[fig]], (mode, fig, row)
         if mode != "raw":
             assert row["handshake_ms"] and row["handshake_ms"] > 0, (mode, row)
             assert row["rss_mb"] and row["rss_mb"] > 0, (mode, row)
