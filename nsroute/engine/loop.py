@@ -55,10 +55,12 @@ from .udp import UDPSockets
 
 log = logging.getLogger("nsroute.engine")
 BATCH = 128
-# A wake-up after at least IDLE_WAKE seconds of quiet reads one packet per ready source and
-# sends it on before looking for more: a lone packet (a ping, a keystroke) then skips the
-# read that would only say "nothing else" (~10 us on a cold CPU, see docs/bench.md). If
-# more is waiting, epoll says so at once and the next pass drains it in batches.
+# A wake-up after at least IDLE_WAKE seconds without traffic reads one packet per ready
+# source and sends it on before looking for more: a lone packet (a ping, a keystroke) then
+# skips the read that would only say "nothing else" (~10 us on a cold CPU, see
+# docs/bench.md). If more is waiting, epoll says so at once and the next pass drains it in
+# batches. Quiet is counted from the last packet, not from the last wake-up: the naps
+# below would otherwise cut it short half the time.
 IDLE_WAKE = 0.0005
 # For LINGER seconds after the last packet the loop wakes at least every NAP seconds (epoll's
 # resolution is a millisecond). A packet that arrives after ~10 ms of complete quiet finds a
@@ -97,6 +99,11 @@ def _env_number(name: str, default: float, lo: float, hi: float) -> float:
         log.warning("%s=%r ignored: it must be a number from %g to %g", name, raw, lo, hi)
         return default
     return value
+
+
+def read_limit(quiet: float) -> int:
+    """How many packets a pass reads per ready source, `quiet` seconds after the last one."""
+    return 1 if quiet >= IDLE_WAKE else BATCH
 
 
 def linger_seconds() -> float:
@@ -250,14 +257,13 @@ class Engine:
                 wait = min(wait, (deadline - now) / scale)
             if real - last_traffic < linger and wait > NAP:
                 wait = NAP
-            before = real
             try:
                 events = ep.poll(max(0.0, wait), 64)
             except InterruptedError:
                 continue
             real = time.monotonic()
             now = self.clock(real)
-            limit = 1 if real - before >= IDLE_WAKE else BATCH
+            limit = read_limit(real - last_traffic)
             for fd, ev in events:
                 if fd == tun_fd:
                     last_traffic = real
