@@ -244,12 +244,15 @@ class Engine:
         self._register_udp()
         device = self.device
         linger = linger_seconds()
-        last_traffic = float("-inf")
+        last_traffic = float("-inf")  # when the last pass that moved packets ended
+        traffic = False
         next_house = time.monotonic() + HOUSEKEEPING
         reason = "stopped"
         scale = self.scale
         while not self._stop:
             real = time.monotonic()
+            if traffic:  # quiet starts when a busy pass ends, not when it began
+                last_traffic, traffic = real, False
             now = self.clock(real)
             deadline = device.next_deadline()
             wait = next_house - real
@@ -266,12 +269,12 @@ class Engine:
             limit = read_limit(real - last_traffic)
             for fd, ev in events:
                 if fd == tun_fd:
-                    last_traffic = real
+                    traffic = True
                     if not self._read_tun(now, limit):
                         reason = "TUN device removed"
                         self._stop = True
                 elif fd in self._udp_fds:
-                    last_traffic = real
+                    traffic = True
                     self._read_udp(self._udp_fds[fd], now, limit)
                 elif fd == listen_fd:
                     for conn in self.control.accept():
