@@ -59,8 +59,9 @@ BATCH = 128
 # source and sends it on before looking for more: a lone packet (a ping, a keystroke) then
 # skips the read that would only say "nothing else" (~10 us on a cold CPU, see
 # docs/bench.md). If more is waiting, epoll says so at once and the next pass drains it in
-# batches. Quiet is counted from the last packet, not from the last wake-up: the naps
-# below would otherwise cut it short half the time.
+# batches. Quiet counts from the end of the last pass that moved packets, not from the last
+# wake-up (the naps below would cut it short half the time) nor from the start of that
+# pass (a long batch pass under load would then look like quiet).
 IDLE_WAKE = 0.0005
 # For LINGER seconds after the last packet the loop wakes at least every NAP seconds (epoll's
 # resolution is a millisecond). A packet that arrives after ~10 ms of complete quiet finds a
