@@ -61,8 +61,12 @@ BATCH = 128
 # docs/bench.md). If more is waiting, epoll says so at once and the next pass drains it in
 # batches. Quiet counts from the end of the last pass that moved packets, not from the last
 # wake-up (the naps below would cut it short half the time) nor from the start of that
-# pass (a long batch pass under load would then look like quiet).
-IDLE_WAKE = 0.0005
+# pass (a long batch pass under load would then look like quiet). 0.1 ms, not more: a
+# ping's reply comes back 0.2-0.4 ms after its request's pass, and must get the lone pass
+# too (with 0.5 ms it drew a cold EAGAIN receive per ping: ns-wggo RTT 0.577 -> 0.536 ms
+# over ten interleaved rounds, docs/bench.md). Under bulk load 4-16 % of the passes are
+# then lone ones, each costing one more epoll call; throughput did not move.
+IDLE_WAKE = 0.0001
 # For LINGER seconds after the last packet the loop wakes at least every NAP seconds (epoll's
 # resolution is a millisecond). A packet that arrives after ~10 ms of complete quiet finds a
 # cold CPU and pays ~10x for every line and syscall; with the naps, ping RTT at 10 ms

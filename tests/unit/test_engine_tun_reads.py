@@ -110,6 +110,7 @@ def test_quiet_is_counted_from_the_last_packet_not_the_last_nap():
     """A ping every 10 ms meets an engine that napped under 1 ms ago: it must still get the
     lone-packet pass, so the limit depends on the time since traffic alone."""
     assert loop.read_limit(0.010) == 1  # 10 ms after the last packet, whenever the last nap was
+    assert loop.read_limit(0.0002) == 1  # a ping's reply, 0.2 ms after its request went out
     assert loop.read_limit(loop.IDLE_WAKE) == 1
-    assert loop.read_limit(0.0001) == loop.BATCH  # traffic flowing: drain in batches
+    assert loop.read_limit(0.00002) == loop.BATCH  # traffic flowing: drain in batches
     assert loop.read_limit(float("inf")) == 1  # no packet yet
