@@ -3,9 +3,9 @@
 Each wake-up drains every ready descriptor in batches (up to BATCH packets per source),
 feeds the device, then flushes everything the device produced at once. Batching the
 syscalls is where a Python data path gets its speed; the device never does I/O itself.
-Latency is the other side: a wake-up after quiet sends its first packet before looking
-for more (IDLE_WAKE), and for a while after traffic the loop naps in 1 ms steps instead of
-sleeping through, so the next packet finds a warm CPU (NAP, NSROUTE_LINGER_MS).
+Latency is the other side: a lone packet is sent on before looking for more (.pacing), and
+for a while after traffic the loop naps in 1 ms steps instead of sleeping through, so the
+next packet finds a warm CPU (NAP, NSROUTE_LINGER_MS).
 
 TUN offload (nsroute.engine.tun, .vnet): the TUN is opened with IFF_VNET_HDR. With
 NSROUTE_TUN_TSO=1 (off by default: it costs more than it saves, see docs/bench.md) it also
@@ -50,23 +50,11 @@ from collections import Counter
 from ..wireguard.device import Device
 from . import gso, uapi, vnet
 from .control import ControlSocket
+from .pacing import BATCH, ReadPacer
 from .tun import Tun
 from .udp import UDPSockets
 
 log = logging.getLogger("nsroute.engine")
-BATCH = 128
-# A wake-up after at least IDLE_WAKE seconds without traffic reads one packet per ready
-# source and sends it on before looking for more: a lone packet (a ping, a keystroke) then
-# skips the read that would only say "nothing else" (~10 us on a cold CPU, see
-# docs/bench.md). If more is waiting, epoll says so at once and the next pass drains it in
-# batches. Quiet counts from the end of the last pass that moved packets, not from the last
-# wake-up (the naps below would cut it short half the time) nor from the start of that
-# pass (a long batch pass under load would then look like quiet). 0.1 ms, not more: a
-# ping's reply comes back 0.2-0.4 ms after its request's pass, and must get the lone pass
-# too (with 0.5 ms it drew a cold EAGAIN receive per ping: ns-wggo RTT 0.577 -> 0.536 ms
-# over ten interleaved rounds, docs/bench.md). Under bulk load 4-16 % of the passes are
-# then lone ones, each costing one more epoll call; throughput did not move.
-IDLE_WAKE = 0.0001
 # For LINGER seconds after the last packet the loop wakes at least every NAP seconds (epoll's
 # resolution is a millisecond). A packet that arrives after ~10 ms of complete quiet finds a
 # cold CPU and pays ~10x for every line and syscall; with the naps, ping RTT at 10 ms
@@ -104,11 +92,6 @@ def _env_number(name: str, default: float, lo: float, hi: float) -> float:
         log.warning("%s=%r ignored: it must be a number from %g to %g", name, raw, lo, hi)
         return default
     return value
-
-
-def read_limit(quiet: float) -> int:
-    """How many packets a pass reads per ready source, `quiet` seconds after the last one."""
-    return 1 if quiet >= IDLE_WAKE else BATCH
 
 
 def linger_seconds() -> float:
@@ -249,21 +232,19 @@ class Engine:
         self._register_udp()
         device = self.device
         linger = linger_seconds()
-        last_traffic = float("-inf")  # when the last pass that moved packets ended
-        traffic = False
+        pacer = ReadPacer()
         next_house = time.monotonic() + HOUSEKEEPING
         reason = "stopped"
         scale = self.scale
         while not self._stop:
             real = time.monotonic()
-            if traffic:  # quiet starts when a busy pass ends, not when it began
-                last_traffic, traffic = real, False
+            pacer.end(real)
             now = self.clock(real)
             deadline = device.next_deadline()
             wait = next_house - real
             if deadline is not None:
                 wait = min(wait, (deadline - now) / scale)
-            if real - last_traffic < linger and wait > NAP:
+            if pacer.since_traffic(real) < linger and wait > NAP:
                 wait = NAP
             try:
                 events = ep.poll(max(0.0, wait), 64)
@@ -271,16 +252,14 @@ class Engine:
                 continue
             real = time.monotonic()
             now = self.clock(real)
-            limit = read_limit(real - last_traffic)
+            pacer.start(real)
             for fd, ev in events:
                 if fd == tun_fd:
-                    traffic = True
-                    if not self._read_tun(now, limit):
+                    if not self._read_tun(now, pacer.limit(fd)):
                         reason = "TUN device removed"
                         self._stop = True
                 elif fd in self._udp_fds:
-                    traffic = True
-                    self._read_udp(self._udp_fds[fd], now, limit)
+                    self._read_udp(self._udp_fds[fd], now, pacer.limit(fd))
                 elif fd == listen_fd:
                     for conn in self.control.accept():
                         ep.register(conn.fileno(), select.EPOLLIN)

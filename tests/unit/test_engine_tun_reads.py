@@ -67,7 +67,7 @@ def test_a_read_error_is_counted_and_the_loop_carries_on(engine):
 
 
 def test_a_wake_up_after_quiet_reads_one_packet_and_the_next_pass_the_rest(engine):
-    """limit=1 (the loop's choice after IDLE_WAKE of quiet): one packet goes to the device
+    """limit=1 (the pacer's choice for a lone packet): one packet goes to the device
     at once; nothing is lost, the next pass drains what is left."""
     eng, writer, reader, sent = engine
     eng.tun = FakeTun(reader.fileno(), True)
@@ -105,12 +105,3 @@ def test_udp_reads_take_at_most_limit_receives(gro):
         rx.close()
         tx.close()
 
-
-def test_quiet_is_counted_from_the_last_packet_not_the_last_nap():
-    """A ping every 10 ms meets an engine that napped under 1 ms ago: it must still get the
-    lone-packet pass, so the limit depends on the time since traffic alone."""
-    assert loop.read_limit(0.010) == 1  # 10 ms after the last packet, whenever the last nap was
-    assert loop.read_limit(0.0002) == 1  # a ping's reply, 0.2 ms after its request went out
-    assert loop.read_limit(loop.IDLE_WAKE) == 1
-    assert loop.read_limit(0.00002) == loop.BATCH  # traffic flowing: drain in batches
-    assert loop.read_limit(float("inf")) == 1  # no packet yet
