@@ -5,9 +5,11 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 
 from ..config import ConfigError
 from ..config import load as load_config
+from ..wireguard.warmup import warm_up
 from . import privileges, uapi
 from .control import ControlError
 from .loop import Engine, install_signal_handlers, stats_path
@@ -101,6 +103,7 @@ def run_engine(ifname: str, config_file: str | None = None, socket_netns: str | 
             os.write(ready_w, f"{msg}\n".encode())
             os._exit(1)
         engine.privileged = False
+    _warm_up()
     if ready_w is not None:
         os.write(ready_w, b"ok\n")
         os.close(ready_w)
@@ -115,6 +118,20 @@ def run_engine(ifname: str, config_file: str | None = None, socket_netns: str | 
                 os.unlink(pidfile)
             except OSError:
                 pass  # unprivileged by now: the cleaner removes it
+
+
+def _warm_up() -> None:
+    """A scratch handshake before the engine says it is ready (see wireguard.warmup)."""
+    log = logging.getLogger("nsroute.engine")
+    start = time.monotonic()
+    try:
+        ok = warm_up(start)
+    except Exception:
+        log.exception("warm-up handshake failed (the engine carries on)")
+        return
+    if not ok:
+        log.warning("warm-up handshake did not deliver its packets (the engine carries on)")
+    log.debug("warm-up handshake took %.1f ms", (time.monotonic() - start) * 1000)
 
 
 def _daemonize() -> int:
