@@ -8,10 +8,11 @@ from nsroute.engine.pacing import BATCH, IDLE_WAKE, ReadPacer
 TUN, UDP = 3, 7
 
 
-def one_pass(pacer: ReadPacer, at: float, ready: list[int], ends: float | None = None) -> dict:
+def one_pass(pacer: ReadPacer, at: float, ready: list[int]) -> dict:
+    """One pass that starts at `at` and ends 10 us later; the limit for each ready source."""
     pacer.start(at)
     limits = {src: pacer.limit(src) for src in ready}
-    pacer.end(at + 0.00001 if ends is None else ends)
+    pacer.end(at + 0.00001)
     return limits
 
 
