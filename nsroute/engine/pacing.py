@@ -37,7 +37,6 @@ class ReadPacer:
     def __init__(self) -> None:
         self.last_traffic = float("-inf")  # when the last pass that moved packets ended
         self._quiet = False
-        self._moved = False
         self._batched = False
         self._lone: set[Hashable] = set()
         # Sources the last traffic pass read alone, when it read none in batches; else None.
@@ -45,12 +44,9 @@ class ReadPacer:
 
     def start(self, now: float) -> None:
         self._quiet = now - self.last_traffic >= IDLE_WAKE
-        self._moved = self._batched = False
-        self._lone = set()
 
     def limit(self, source: Hashable) -> int:
         """The most packets to read from `source`, which epoll reported ready."""
-        self._moved = True
         chain = self._chain
         if self._quiet or (chain is not None and source not in chain):
             self._lone.add(source)
@@ -59,10 +55,11 @@ class ReadPacer:
         return BATCH
 
     def end(self, now: float) -> None:
-        if self._moved:
+        if self._batched or self._lone:  # the pass moved packets (end() may come twice)
             self.last_traffic = now
             self._chain = None if self._batched else frozenset(self._lone)
-            self._moved = False
+            self._batched = False
+            self._lone.clear()
 
     def since_traffic(self, now: float) -> float:
         return now - self.last_traffic

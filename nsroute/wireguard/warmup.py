@@ -25,6 +25,17 @@ def _ipv4(src: str, dst: str, size: int) -> bytes:
     return header + bytes(map(int, src.split("."))) + bytes(map(int, dst.split("."))) + bytes(size - 20)
 
 
+def _exchange(a: Device, b: Device, now: float) -> None:
+    """Hand each device's datagrams to the other until neither sends any more (at most a
+    handshake's three messages plus a packet: bounded, never a loop)."""
+    for _ in range(4):
+        if not (a.udp_out or b.udp_out):
+            return
+        for src, dst, ep in ((a, b, _A_EP), (b, a, _B_EP)):
+            for data, _ep in src.take_udp():
+                dst.receive_datagram(data, ep, now)
+
+
 def warm_up(now: float) -> bool:
     """One handshake and one packet each way between two scratch devices; True when both
     packets arrived (anything else would be a bug, but is no reason to stop the engine)."""
@@ -36,13 +47,7 @@ def warm_up(now: float) -> bool:
     a.set_allowed_ips(pa, [f"{_B}/32"], replace=True)
     b.set_allowed_ips(pb, [f"{_A}/32"], replace=True)
     a.send_packets([_ipv4(_A, _B, 84)], now)
-    for _ in range(3):  # initiation, response, then the staged packet
-        for src, dst, ep in ((a, b, _A_EP), (b, a, _B_EP)):
-            out, src.udp_out = src.udp_out, []
-            for data, _ep in out:
-                dst.receive_datagram(data, ep, now)
+    _exchange(a, b, now)  # initiation, response, then the staged packet
     b.send_packets([_ipv4(_B, _A, 84)], now)
-    out, b.udp_out = b.udp_out, []
-    for data, _ep in out:
-        a.receive_datagram(data, _B_EP, now)
-    return len(a.tun_out) == 1 and len(b.tun_out) == 1
+    _exchange(a, b, now)
+    return len(a.take_tun()) == 1 and len(b.take_tun()) == 1

@@ -75,3 +75,14 @@ def test_a_nap_between_chained_passes_keeps_the_pacing_state():
     one_pass(p, 1.00001, [])  # a wake-up with nothing ready (a signal, a nap)
     assert one_pass(p, 1.00002, [UDP]) == {UDP: BATCH}  # UDP ready again: more behind it
     assert p.since_traffic(1.00003) < IDLE_WAKE
+
+
+def test_end_twice_without_a_pass_changes_nothing():
+    """The loop's top runs end() again after an interrupted epoll call, with no pass between."""
+    p = ReadPacer()
+    p.start(1.0)
+    p.limit(UDP)
+    p.end(1.00001)
+    p.end(1.0005)  # EINTR: no pass, so no traffic at 1.0005
+    assert p.since_traffic(1.0005) > IDLE_WAKE
+    assert one_pass(p, 1.0005, [UDP]) == {UDP: 1}
