@@ -25,7 +25,7 @@ def test_bench_quick_runs_every_mode(tmp_path):
         for fig in ("tcp_up_mbps", "tcp_down_mbps", "tcp4_mbps", "udp_mbps", "rtt_median_ms",
                     "rtt_1ms_median_ms"):
             assert row[fig] and row[fig] > 0, (mode, fig, row)
-        for fig in ("tcp_up_mbps", "tcp_down_mbps", "tcp4_mbps"):  # --quick: one run each
+        for fig in ("tcp_up_mbps", "tcp_down_mbps", "tcp4_mbps", "udp_mbps"):  # --quick: one run each
             assert row["runs"][fig] == [row[fig]], (mode, fig, row)
         if mode != "raw":
             assert row["handshake_ms"] and row["handshake_ms"] > 0, (mode, row)
