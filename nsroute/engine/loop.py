@@ -370,48 +370,47 @@ class Engine:
         return self._tun_read
 
     def _read_udp(self, sock: socket.socket, now: float, limit: int = BATCH) -> None:
-        """Up to `limit` receives from `sock`, each handed to the device."""
+        """Up to `limit` receives from `sock`; the datagrams go to the device in runs from one
+        sender (Device.receive_datagrams)."""
         gro = self._gro.get(sock)
         if gro is None:
             gro = self._gro[sock] = OFFLOAD and gso.enable_gro(sock)
-        if gro:
-            self._read_udp_gro(sock, now, limit)
-            return
-        recv = sock.recvfrom
-        receive = self.device.receive_datagram
-        for _ in range(limit):
+        receive = self.device.receive_datagrams
+        for ep, datagrams in self._recv_runs(sock, limit, gro):
             try:
-                data, addr = recv(_RECV_SIZE)
-            except BlockingIOError:
-                break
-            except OSError as e:
-                self.errors[f"udp_read_{e.errno}"] += 1
-                break
-            try:
-                receive(data, (addr[0], addr[1]), now)
-            except Exception:
+                receive(datagrams, ep, now)
+            except Exception:  # a bug must cost this run, never the tunnel
                 self._internal_error("receive_datagram")
 
-    def _read_udp_gro(self, sock: socket.socket, now: float, limit: int) -> None:
-        """Like _read_udp, but one receive may carry many coalesced datagrams."""
-        recv = sock.recvmsg
-        receive = self.device.receive_datagram
+    def _recv_runs(self, sock: socket.socket, limit: int, gro: bool) -> list:
+        """Up to `limit` receives, as [(endpoint, [datagram, ...])] runs of consecutive
+        datagrams from one sender; with UDP_GRO one receive may carry many."""
+        recvmsg, recvfrom = sock.recvmsg, sock.recvfrom
         space = gso.GRO_CMSG_SPACE
+        runs: list[tuple[gso.Endpoint, list[bytes]]] = []
+        last = None
         for _ in range(limit):
             try:
-                data, anc, _flags, addr = recv(_RECV_SIZE, space)
+                if gro:
+                    data, anc, _flags, addr = recvmsg(_RECV_SIZE, space)
+                    size = gso.gro_size(anc) if anc else 0
+                else:
+                    data, addr = recvfrom(_RECV_SIZE)
+                    size = 0
             except BlockingIOError:
                 break
             except OSError as e:
                 self.errors[f"udp_read_{e.errno}"] += 1
                 break
             ep = (addr[0], addr[1])
-            size = gso.gro_size(anc) if anc else 0
-            for d in (gso.split(data, size) if size else (data,)):
-                try:
-                    receive(d, ep, now)
-                except Exception:
-                    self._internal_error("receive_datagram")
+            if ep != last:
+                runs.append((ep, []))
+                last = ep
+            if size:
+                runs[-1][1].extend(gso.split(data, size))
+            else:
+                runs[-1][1].append(data)
+        return runs
 
     def _flush_udp(self) -> None:
         out = self.device.udp_out

@@ -435,23 +435,82 @@ class Device:
         if peer.persistent_keepalive:
             peer.t_persistent = now + peer.persistent_keepalive
 
-    def _receive_transport(self, data: bytes, addr: Endpoint, now: float) -> None:
+    def receive_datagrams(self, datagrams: list[bytes], addr: Endpoint, now: float) -> None:
+        """Datagrams from one sender (one drain of a socket), exactly as receive_datagram on
+        each in turn; never raises on any input.
+
+        A bulk transfer brings runs of transport messages under one session. After one has
+        been taken the usual way, the ones after it under the same receiver index are only
+        checked against the replay window, decrypted and delivered: everything else
+        _receive_transport does would come out the same for them (same peer, session,
+        endpoint and `now`), so it is done once for the run (_end_run)."""
+        i, n = 0, len(datagrams)
+        drops = self.drops
+        while i < n:
+            data = datagrams[i]
+            i += 1
+            if not (len(data) >= MIN_TRANSPORT_LEN and data[0] == MSG_TRANSPORT
+                    and not data[1] | data[2] | data[3]):
+                self.receive_datagram(data, addr, now)
+                continue
+            kp = self._receive_transport(data, addr, now)
+            if kp is None or i == n:
+                continue
+            check, record = kp.replay.check, kp.replay.record
+            decrypt, receiver = kp.recv.decrypt, kp.local_index
+            rx = data_packets = 0
+            while i < n:
+                data = datagrams[i]
+                if len(data) < MIN_TRANSPORT_LEN:
+                    break
+                mtype, rcv, counter = _unpack_hdr(data)
+                if mtype != MSG_TRANSPORT or rcv != receiver:
+                    break
+                i += 1
+                if not check(counter):
+                    drops["transport_replay_or_expired"] += 1
+                    continue
+                try:
+                    plain = decrypt(_NONCE_PAD + data[8:16], data[16:], None)
+                except InvalidTag:
+                    drops["transport_bad_tag"] += 1
+                    continue
+                record(counter)  # check() said it is fresh, and nothing came between
+                rx += len(data)
+                if plain:
+                    data_packets += 1
+                    self._deliver(kp.peer, plain)
+            self._end_run(kp.peer, rx, data_packets, now)
+
+    def _end_run(self, peer: Peer, rx: int, data_packets: int, now: float) -> None:
+        """What the packets of a run after its first would each have done to the peer."""
+        peer.rx_bytes += rx
+        if data_packets:
+            if peer.t_send_keepalive is None:
+                peer.t_send_keepalive = now + KEEPALIVE_TIMEOUT
+                if data_packets > 1:
+                    peer.need_another_keepalive = True
+            else:
+                peer.need_another_keepalive = True
+
+    def _receive_transport(self, data: bytes, addr: Endpoint, now: float) -> Keypair | None:
+        """A transport message; the keypair that took it, or None when it was dropped."""
         _, receiver, counter = _unpack_hdr(data)
         kp = self.index.get(receiver)
         if not isinstance(kp, Keypair):
             self.drops["transport_unknown_index"] += 1
-            return
+            return None
         if not kp.replay.check(counter) or now - kp.created >= REJECT_AFTER_TIME:
             self.drops["transport_replay_or_expired"] += 1
-            return
+            return None
         try:
             plain = kp.recv.decrypt(_NONCE_PAD + data[8:16], data[16:], None)
         except InvalidTag:
             self.drops["transport_bad_tag"] += 1
-            return
+            return None
         if not kp.replay.accept(counter):
             self.drops["transport_replay_or_expired"] += 1
-            return
+            return None
         peer = kp.peer
         if kp is peer.next:
             self._confirm_next(peer, now)
@@ -464,12 +523,13 @@ class Device:
             peer.sent_lastminute_handshake = True
             self._initiate(peer, now)
         if not plain:
-            return  # keepalive
+            return kp  # keepalive
         if peer.t_send_keepalive is None:
             peer.t_send_keepalive = now + KEEPALIVE_TIMEOUT
         else:
             peer.need_another_keepalive = True
         self._deliver(peer, plain)
+        return kp
 
     def _confirm_next(self, peer: Peer, now: float) -> None:
         """First packet under the responder's new session: it becomes current."""
