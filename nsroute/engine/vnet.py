@@ -210,11 +210,25 @@ def _set_ip_length(hdrs: bytearray, l4: int, v4: bool, total: int) -> None:
         _H.pack_into(hdrs, 4, total - 40)
 
 
+def _shape_mask(l4: int, data_at: int) -> int:
+    """Which bits of the headers (up to data_at) every segment of a group must share: all
+    but the IP length, ID and header checksum, and the TCP sequence number, flags and
+    checksum."""
+    mask = bytearray(b"\xff" * data_at)
+    variable = (2, 3, 4, 5, 10, 11) if l4 == 20 else (4, 5)
+    for i in (*variable, l4 + 4, l4 + 5, l4 + 6, l4 + 7, l4 + 13, l4 + 16, l4 + 17):
+        mask[i] = 0
+    return int.from_bytes(mask, "big")
+
+
+_SHAPE_MASKS: dict[int, dict[int, int]] = {20: {}, 40: {}}  # by l4, then data_at
+
+
 class _Group:
     KIND = "gro"  # counters and fallback switch: TCP coalescing
-    __slots__ = ("pkts", "l4", "data_at", "mss", "next_seq", "total", "closed")
+    __slots__ = ("pkts", "l4", "data_at", "mss", "next_seq", "total", "closed", "shape")
 
-    def __init__(self, pkt: bytes, l4: int, data_at: int, seq: int) -> None:
+    def __init__(self, pkt: bytes, l4: int, data_at: int, seq: int, shape: int) -> None:
         n = len(pkt) - data_at
         self.pkts = [pkt]
         self.l4, self.data_at = l4, data_at
@@ -222,28 +236,19 @@ class _Group:
         self.next_seq = (seq + n) & 0xFFFFFFFF
         self.total = len(pkt)
         self.closed = bool(pkt[l4 + 13] & _TCP_PSH)
+        self.shape = shape
 
-    def take(self, pkt: bytes, seq: int) -> bool:
-        """Append `pkt` if it continues this group exactly (same headers but for lengths,
-        ID, checksums and sequence; contiguous; no bigger than the first segment)."""
-        first, l4, data_at = self.pkts[0], self.l4, self.data_at
-        n = len(pkt) - data_at
-        if (self.closed or seq != self.next_seq or n <= 0 or n > self.mss
-                or self.total + n > _MAX_GSO_BYTES or len(self.pkts[-1]) - data_at != self.mss):
-            return False
-        if l4 == 20:  # IPv4 without options: all but total length, ID and checksum
-            if first[:2] != pkt[:2] or first[6:10] != pkt[6:10] or first[12:l4] != pkt[12:l4]:
-                return False
-        elif first[:4] != pkt[:4] or first[6:l4] != pkt[6:l4]:  # IPv6: all but length
-            return False
-        # ports (the flow key) and ack, data offset, window, urgent and options
-        if first[l4 + 8:l4 + 13] != pkt[l4 + 8:l4 + 13] or first[l4 + 14:l4 + 16] != pkt[
-                l4 + 14:l4 + 16] or first[l4 + 18:data_at] != pkt[l4 + 18:data_at]:
+    def take(self, pkt: bytes, seq: int, n: int, shape: int) -> bool:
+        """Append `pkt` (`n` bytes of payload) if it continues this group exactly: the same
+        headers but for lengths, ID, checksums and sequence (`shape`, see _shape_mask);
+        contiguous; no bigger than the first segment, and only the last may be smaller."""
+        if (self.closed or seq != self.next_seq or shape != self.shape or n > self.mss
+                or self.total + n > _MAX_GSO_BYTES):
             return False
         self.pkts.append(pkt)
         self.next_seq = (seq + n) & 0xFFFFFFFF
         self.total += n
-        self.closed = bool(pkt[l4 + 13] & _TCP_PSH)
+        self.closed = n < self.mss or bool(pkt[self.l4 + 13] & _TCP_PSH)
         return True
 
     def render(self) -> list:
@@ -262,9 +267,8 @@ class _Group:
         # segments (AEAD-authenticated) and fills in checksums only if it forwards them.
         _H.pack_into(hdrs, l4 + 16, _pseudo(first, 0, v4, 6, total - l4) % 0xFFFF)
         vh = HDR.pack(F_NEEDS_CSUM, GSO_TCPV4 if v4 else GSO_TCPV6, data_at, self.mss, l4, 16)
-        out = [vh, hdrs]
-        out.extend(memoryview(p)[data_at:] for p in pkts)
-        return out
+        mv = memoryview
+        return [vh, hdrs, *[mv(p)[data_at:] for p in pkts]]
 
 
 class UdpGroup:
@@ -380,9 +384,14 @@ def coalesce(pkts: list[bytes], tcp: bool = True, udp: bool = True) -> list:
             out.append(pkt)
             continue
         seq = _I.unpack_from(pkt, l4 + 4)[0]
+        masks = _SHAPE_MASKS[l4]
+        mask = masks.get(data_at)
+        if mask is None:
+            mask = masks[data_at] = _shape_mask(l4, data_at)
+        shape = int.from_bytes(pkt[:data_at], "big") & mask
         g = open_groups.get(key)
-        if g is not None and g.take(pkt, seq):
+        if g is not None and g.take(pkt, seq, n - data_at, shape):
             continue
-        g = open_groups[key] = _Group(pkt, l4, data_at, seq)
+        g = open_groups[key] = _Group(pkt, l4, data_at, seq, shape)
         out.append(g)
     return [x.pkts[0] if type(x) is not bytes and len(x.pkts) == 1 else x for x in out]
