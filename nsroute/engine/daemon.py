@@ -9,7 +9,6 @@ import time
 
 from ..config import ConfigError
 from ..config import load as load_config
-from ..wireguard.warmup import warm_up
 from . import privileges, uapi
 from .control import ControlError
 from .loop import Engine, install_signal_handlers, stats_path
@@ -103,7 +102,7 @@ def run_engine(ifname: str, config_file: str | None = None, socket_netns: str | 
             os.write(ready_w, f"{msg}\n".encode())
             os._exit(1)
         engine.privileged = False
-    _warm_up()
+    _warm_up(engine)
     if ready_w is not None:
         os.write(ready_w, b"ok\n")
         os.close(ready_w)
@@ -120,12 +119,12 @@ def run_engine(ifname: str, config_file: str | None = None, socket_netns: str | 
                 pass  # unprivileged by now: the cleaner removes it
 
 
-def _warm_up() -> None:
+def _warm_up(engine: Engine) -> None:
     """A scratch handshake before the engine says it is ready (see wireguard.warmup)."""
     log = logging.getLogger("nsroute.engine")
     start = time.monotonic()
     try:
-        ok = warm_up(start)
+        ok = engine.warm_up(engine.clock(start))
     except Exception:
         log.exception("warm-up handshake failed (the engine carries on)")
         return

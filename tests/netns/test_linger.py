@@ -1,6 +1,7 @@
 """Lingering after traffic (loop.NAP, NSROUTE_LINGER_MS): the engine naps every millisecond
 for a while after a packet so the next one finds a warm CPU, and an idle engine is never
-woken for it (a laptop's battery). Counted as the engine's voluntary context switches."""
+woken for it (a laptop's battery). Counted as the engine's voluntary context switches; the
+scratch pass each nap makes (NSROUTE_NAP_WARM) by the engine's own counter."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import time
 import pytest
 
 from tests.netns.test_engine_daemon import engine_pid
+from tests.support.stats import request_stats
 from tests.support.wgpair import Pair
 
 pytestmark = pytest.mark.root
@@ -57,3 +59,34 @@ def test_naps_follow_traffic_and_stop(lab, tmp_path, monkeypatch, linger_ms):
     else:
         assert one_ping <= 8, f"{one_ping} wake-ups after one ping with lingering off"
     assert quiet(pid, 2.0, 6), "the naps did not stop"
+
+
+@pytest.mark.parametrize("setting", ["default", "NSROUTE_NAP_WARM=0", "NSROUTE_LINGER_MS=0"])
+def test_each_nap_after_traffic_warms_the_data_path_and_idle_never(lab, tmp_path, monkeypatch,
+                                                                  setting):
+    run_dir = tmp_path / "run"
+    monkeypatch.setenv("NSROUTE_RUN_DIR", str(run_dir))
+    if setting != "default":
+        monkeypatch.setenv(*setting.split("="))
+    pair = Pair(lab, "nsroute", "nsroute", tmp=tmp_path)
+    pair.connect()
+    left, right = pair.left, pair.right
+    pid = engine_pid(left.ifname)
+    stats = run_dir / f"engine-{left.ifname}.stats.json"
+
+    def passes() -> int:
+        return request_stats(pid, stats)["loop"].get("nap_warm_passes", 0)
+
+    assert pair.ping(left, right.inner4, count=2).returncode == 0
+    time.sleep(0.5)
+    idle = passes()
+    time.sleep(2.0)
+    assert passes() == idle, "scratch passes while idle"
+    left.ns.exec("ping", "-c", "3", "-i", "0.2", "-W", "2", right.inner4, check=False)
+    time.sleep(0.3)
+    after = passes() - idle
+    if setting == "default":  # three lots of 50 ms of naps after traffic, a pass per 2 ms
+        assert 10 <= after <= 80, f"{after} scratch passes after three pings"
+    else:
+        assert after == 0, f"{after} scratch passes with {setting}"
+    assert request_stats(pid, stats)["errors"].get("internal_nap_warm") is None

@@ -19,7 +19,7 @@ class FakeTun:
 def make_engine() -> loop.Engine:
     eng = loop.Engine.__new__(loop.Engine)
     eng.device, eng.tun = Device(), FakeTun()
-    eng.errors, eng.offload = Counter(), Counter()
+    eng.errors, eng.offload, eng.loop_counters = Counter(), Counter(), Counter()
     return eng
 
 

@@ -1,4 +1,5 @@
-"""The start-up warm-up: a real handshake on scratch devices that can never stop the engine."""
+"""The warm-up: a real handshake on scratch devices at start-up, a packet each way through
+them at each nap; neither can ever stop the engine."""
 
 from __future__ import annotations
 
@@ -6,24 +7,67 @@ import logging
 
 from nsroute.engine import daemon
 from nsroute.wireguard import warmup
+from nsroute.wireguard.constants import REKEY_AFTER_TIME
 
 
-def test_the_scratch_handshake_carries_a_packet_each_way():
-    assert warmup.warm_up(100.0) is True
-    assert warmup.warm_up(200.0) is True  # fresh keys and devices each time
+def test_the_scratch_session_carries_packets_each_way_again_and_again():
+    s = warmup.Scratch(100.0)
+    for t in (100.0, 100.001, 150.0):
+        assert s.exercise(t) is True
+    assert not s.stale(100.0 + REKEY_AFTER_TIME - 1)
+    assert s.stale(100.0 + REKEY_AFTER_TIME)
+    # nothing piles up on the scratch devices, however often they are used
+    for i in range(500):
+        s.exercise(160.0 + i / 1000)
+    for dev in (s.a, s.b):
+        assert not dev.udp_out and not dev.tun_out and not dev.drops
+        assert all(not p.staged for p in dev.peers.values())
 
 
-def test_a_failing_warm_up_is_logged_and_the_engine_carries_on(monkeypatch, caplog):
-    def broken(now: float) -> bool:
-        raise RuntimeError("boom")
+def test_fresh_keys_and_devices_each_time():
+    a, b = warmup.Scratch(1.0), warmup.Scratch(1.0)
+    assert a.a.public_key != b.a.public_key and a.b.public_key != b.b.public_key
 
-    monkeypatch.setattr(daemon, "warm_up", broken)
+
+class _Engine:
+    def __init__(self, result) -> None:
+        self.result = result
+
+    def clock(self, real: float) -> float:
+        return real
+
+    def warm_up(self, now: float) -> bool:
+        if isinstance(self.result, Exception):
+            raise self.result
+        return self.result
+
+
+def test_a_failing_warm_up_is_logged_and_the_engine_carries_on(caplog):
     with caplog.at_level(logging.WARNING, logger="nsroute.engine"):
-        daemon._warm_up()  # must not raise
+        daemon._warm_up(_Engine(RuntimeError("boom")))  # must not raise
     assert "warm-up handshake failed" in caplog.text
-
-    monkeypatch.setattr(daemon, "warm_up", lambda now: False)
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="nsroute.engine"):
-        daemon._warm_up()
+        daemon._warm_up(_Engine(False))
     assert "did not deliver" in caplog.text
+
+
+def test_a_failing_nap_pass_turns_itself_off_and_is_counted(monkeypatch):
+    from collections import Counter
+
+    from nsroute.engine import loop
+
+    eng = loop.Engine.__new__(loop.Engine)  # the nap pass only: no TUN, sockets or UAPI
+    eng.errors, eng.loop_counters = Counter(), Counter()
+    eng._scratch, eng._nap_warm = None, True
+    eng._warm_pass(10.0)
+    eng._warm_pass(10.001)
+    assert eng.loop_counters["nap_warm_passes"] == 2 and eng._nap_warm
+    first = eng._scratch
+    eng._warm_pass(10.0 + REKEY_AFTER_TIME)  # an old scratch session is replaced
+    assert eng._scratch is not first and eng.loop_counters["nap_warm_passes"] == 3
+
+    monkeypatch.setattr(warmup.Scratch, "exercise", lambda self, now: False)
+    eng._warm_pass(200.0)
+    assert not eng._nap_warm and eng.errors["internal_nap_warm"] == 1
+    assert eng.loop_counters["nap_warm_passes"] == 3
