@@ -4,9 +4,9 @@ Each wake-up drains every ready descriptor in batches (up to BATCH packets per s
 feeds the device, then flushes everything the device produced at once. Batching the
 syscalls is where a Python data path gets its speed; the device never does I/O itself.
 Latency is the other side: a lone packet is sent on before looking for more (.pacing), and
-for a while after traffic the loop naps in 1 ms steps instead of sleeping through, each nap
-sending a packet each way between scratch devices, so the next real packet finds a warm CPU
-and warm code (NAP, NSROUTE_LINGER_MS, wireguard.warmup).
+for a while after traffic the loop naps in 1 ms steps instead of sleeping through, and every
+other nap sends a packet each way between scratch devices, so the next real packet finds a
+warm CPU and warm code (NAP, WARM_EVERY, NSROUTE_LINGER_MS, wireguard.warmup).
 
 TUN offload (nsroute.engine.tun, .vnet): the TUN is opened with IFF_VNET_HDR. With
 NSROUTE_TUN_TSO=1 (off by default: it costs more than it saves, see docs/bench.md) it also
@@ -18,8 +18,8 @@ packets; same-size datagrams of one UDP flow likewise (GSO_UDP_L4, Linux 6.2+). 
 back to the plain TUN where the kernel refuses it, and to one packet per write, for good
 and per protocol, the first time a coalesced write is refused.
 
-Counters: on SIGUSR1 the engine writes its drop, error and offload counters
-(`device.drops`, `errors`, `offload`) as JSON to
+Counters: on SIGUSR1 the engine writes its drop, error, loop and offload counters
+(`device.drops`, `errors`, `loop_counters`, `offload`) as JSON to
 `$NSROUTE_RUN_DIR/engine-IFNAME.stats.json` (default run dir /run/nsroute), mode 0600,
 never half-written: replaced by rename, or, once the engine has dropped its privileges and
 can only rewrite the file it opened, in one write padded with spaces (see write_stats).
@@ -153,7 +153,7 @@ class Engine:
         self._senders: dict[socket.socket, gso.Sender] = {}
         self._gro: dict[socket.socket, bool] = {}
         self.loop_counters: Counter[str] = Counter()
-        self._scratch: Scratch | None = None  # warm-up devices (warm_up, _nap_warm)
+        self._scratch: Scratch | None = None  # warm-up devices (warm_up, _warm_pass)
         self._nap_warm = NAP_WARM
         self.privileged = True  # False once daemon.run_engine dropped to an unprivileged user
         self._stop = False

@@ -1,6 +1,7 @@
 """A WireGuard device without I/O: datagrams and IP packets in, datagrams and IP packets out.
 
-The I/O layer feeds `receive_datagram(data, addr, now)` and `send_packet(packet, now)`,
+The I/O layer feeds `receive_datagram(data, addr, now)` and `send_packet(packet, now)` (or
+a whole drain at once: `receive_datagrams`, `send_packets`, which do exactly the same),
 then drains `udp_out` (datagram, endpoint) and `tun_out` (IP packets) in batches, and calls
 `handle_timers(now)` at `next_deadline()`. `now` is monotonic seconds; wall-clock values
 (TAI64N, latest handshake) are `now + wall_offset`.

@@ -1,4 +1,5 @@
-"""Fuzzing the whole receive path: `Device.receive_datagram` never raises, whatever arrives.
+"""Fuzzing the whole receive path: `Device.receive_datagram` (and the batch entry point
+`receive_datagrams`) never raises, whatever arrives.
 
 One in-memory tunnel (two sans-IO devices, a and b, with a completed handshake) lives for
 the whole campaign of each test. Every example throws one hostile datagram at one of the
@@ -224,3 +225,43 @@ def test_mutations_of_captured_messages():
         c.feed(who, bytes(msg), src, under_load)
 
     _run(one, c)
+
+
+def test_hostile_datagrams_inside_batches():
+    """The engine hands a socket's drain to receive_datagrams at once: hostile datagrams
+    mixed into a run of genuine ones (the batch's fast path) must each cost one drop and
+    nothing else, and every genuine packet around them must arrive, in order."""
+    c = Campaign()
+    captured = [m for k, v in c.t.captured.items() if v for m in v]
+    t = c.t
+
+    @settings(max_examples=2_000, deadline=None, derandomize=True, database=None,
+              suppress_health_check=list(HealthCheck))
+    @given(plan=st.lists(st.one_of(
+        st.just("genuine"),
+        st.builds(lambda m, at, x: (m[:at % len(m)] + bytes([m[at % len(m)] ^ x]) + m[at % len(m) + 1:]),
+                  st.sampled_from(captured), st.integers(0, 300), st.integers(1, 255)),
+        st.builds(lambda m, cut: m[:cut], st.sampled_from(captured), st.integers(0, 40)),
+        st.binary(max_size=120)), min_size=1, max_size=24))
+    def one(plan):
+        c.now += 0.001
+        sent, batch = [], []
+        for item in plan:
+            if item == "genuine":
+                pkt = ipv4_packet(A_IP4, B_IP4, b"batch %d" % len(sent))
+                t.a.send_packet(pkt, c.now)
+                [(data, _ep)] = t.a.take_udp()
+                sent.append(pkt)
+                batch.append(data)
+            else:
+                batch.append(item)
+        before = sum(t.b.drops.values())
+        t.b.receive_datagrams(batch, A_EP, c.now)  # must not raise
+        assert t.b.take_tun() == sent
+        assert sum(t.b.drops.values()) == before + len(batch) - len(sent), dict(t.b.drops)
+        t.b.udp_out.clear()
+        c.fed += 1
+
+    one()
+    assert c.fed >= 2_000
+    c.t.exchange(c.now + 0.5, b"after the batches " * 3)
