@@ -10,11 +10,12 @@ import os
 import subprocess
 import sys
 import time
-import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+
+from tests.support.junit import parse_junit
 
 REPO = Path(__file__).resolve().parents[2]
 VM_RUN = REPO / "scripts" / "vm-run"
@@ -40,20 +41,6 @@ def venv_for_vm() -> str:
     Why not fall back to the dev venv: the guest must run the same packages as this run.
     """
     return os.environ.get("NSROUTE_VENV") or os.environ.get("VENV") or sys.prefix
-
-
-def parse_junit(path: Path) -> dict[str, str]:
-    outcomes: dict[str, str] = {}
-    if not path.exists():
-        return outcomes
-    for case in ET.parse(path).getroot().iter("testcase"):
-        name = f"{case.get('classname', '').rsplit('.', 1)[-1]}::{case.get('name')}"
-        outcome = "passed"
-        for child in case:
-            if child.tag in ("failure", "error", "skipped"):
-                outcome = "failed" if child.tag == "error" else child.tag
-        outcomes[name] = outcome
-    return outcomes
 
 
 @pytest.fixture(scope="session")
