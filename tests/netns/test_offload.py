@@ -8,9 +8,11 @@ turned off, the plain TUN.
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -41,8 +43,26 @@ def udp_bursts(pair: Pair, dst: str, port: int, count: int = 640, size: int = 12
     assert server.stdout.readline().strip() == "listening"
     pair.left.ns.exec(sys.executable, "-m", "tests.support.xfer", "udp-send", dst, str(port),
                       str(count), str(size), cwd=REPO, timeout=120)
-    received = server.communicate(timeout=60)[0].strip()
-    assert received == f"{count} {count} in-order", received
+    received, missing = server.communicate(timeout=60)
+    received = received.strip()
+    assert received == f"{count} {count} in-order", f"{received} {missing}\n{path_report(pair)}"
+
+
+def path_report(pair: Pair) -> str:
+    """Where datagrams died: each side's link and UDP drop counters and its engine's."""
+    lines = []
+    for side in (pair.left, pair.right):
+        lines.append(f"--- {side.ns.name} ({side.impl})")
+        for cmd in (("ip", "-s", "link", "show"), ("grep", "-h", "^Udp", "/proc/net/snmp", "/proc/net/snmp6")):
+            lines.append(side.ns.exec(*cmd, check=False).stdout.strip())
+        run_dir = os.environ.get("NSROUTE_RUN_DIR")
+        if side.impl == "nsroute" and run_dir:
+            try:
+                stats = engine_stats(engine_pid(side.ifname), Path(run_dir), side.ifname)
+            except (OSError, AssertionError) as e:
+                stats = {"unreadable": repr(e)}
+            lines.append(json.dumps({k: v for k, v in stats.items() if k != "peers"}, sort_keys=True))
+    return "\n".join(lines)
 
 
 def kernel_takes_uso_writes() -> bool:

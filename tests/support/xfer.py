@@ -16,6 +16,8 @@ import socket
 import sys
 import time
 
+SO_RCVBUFFORCE = 33  # Linux; beyond rmem_max, for root
+
 
 def serve(host: str, port: int, timeout: float = 120.0) -> None:
     fam = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -74,10 +76,16 @@ def datagram(i: int, size: int) -> bytes:
 def udp_serve(host: str, port: int, count: int, timeout: float = 30.0) -> None:
     fam = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(fam, socket.SOCK_DGRAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)  # the test's drops are the tunnel's
+        # The test's drops must be the tunnel's, not this socket's: SO_RCVBUF alone is capped
+        # at net.core.rmem_max (208 KB by default), which a slow VM's burst overflows.
+        try:
+            s.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 8 << 20)
+        except PermissionError:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
         s.bind((host, port))
         print("listening", flush=True)
         got, intact, in_order, last = 0, 0, True, -1
+        seen: set[int] = set()
         s.settimeout(timeout)
         while got < count:
             try:
@@ -87,11 +95,15 @@ def udp_serve(host: str, port: int, count: int, timeout: float = 30.0) -> None:
             s.settimeout(3.0)  # once they flow, a pause this long means the rest are lost
             got += 1
             i = int.from_bytes(data[:4], "big")
+            seen.add(i)
             intact += data == datagram(i, len(data))
             if in_order and i <= last:
                 print(f"reordered: {i} after {last}", file=sys.stderr, flush=True)
             in_order = in_order and i > last
             last = i
+        if got < count:  # which ones, for the failure message: a lost tail differs from a gap
+            missing = sorted(set(range(count)) - seen)
+            print(f"missing {len(missing)}: {missing[:40]}", file=sys.stderr, flush=True)
         print(got, intact, "in-order" if in_order else "reordered", flush=True)
 
 
