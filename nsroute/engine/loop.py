@@ -497,26 +497,28 @@ class Engine:
     def _flush_tun_vnet(self, fd: int, out: list[bytes]) -> None:
         """Write behind virtio_net_hdrs, TCP segments of a flow coalesced into one write."""
         writev, hdr = os.writev, vnet.ZERO_HDR
-        errors = self.errors
-        gro, uso = self._coalesce["gro"], self._coalesce["uso"]
+        errors, coalesce = self.errors, self._coalesce
+        gro, uso = coalesce["gro"], coalesce["uso"]
         items = vnet.coalesce(out, gro, uso) if (gro or uso) and len(out) > 1 else out
         for item in items:
             if type(item) is not bytes:
                 kind = item.KIND
-                try:
-                    writev(fd, item.render())
-                    self.offload[f"tun_{kind}_writes"] += 1
-                    self.offload[f"tun_{kind}_segments"] += len(item.pkts)
-                    continue
-                except OSError as e:
-                    if e.errno != errno.EINVAL:
-                        errors[f"tun_write_{errno.errorcode.get(e.errno, e.errno)}"] += len(item.pkts)
+                # Not tried again once refused, also for the rest of this flush's groups.
+                if coalesce[kind]:
+                    try:
+                        writev(fd, item.render())
+                        self.offload[f"tun_{kind}_writes"] += 1
+                        self.offload[f"tun_{kind}_segments"] += len(item.pkts)
                         continue
-                    # Kernels before 6.2 take TCP super-packets on a TUN but not UDP ones.
-                    self._coalesce[kind] = False
-                    self.offload[f"tun_{kind}_refused"] += 1
-                    log.info("TUN refused a coalesced write (tun_%s_refused, EINVAL): "
-                             "one packet per write for those from now on", kind)
+                    except OSError as e:
+                        if e.errno != errno.EINVAL:
+                            errors[f"tun_write_{errno.errorcode.get(e.errno, e.errno)}"] += len(item.pkts)
+                            continue
+                        # Kernels before 6.2 take TCP super-packets on a TUN but not UDP ones.
+                        coalesce[kind] = False
+                        self.offload[f"tun_{kind}_refused"] += 1
+                        log.info("TUN refused a coalesced write (tun_%s_refused, EINVAL): "
+                                 "one packet per write for those from now on", kind)
                 for pkt in item.pkts:
                     try:
                         writev(fd, (hdr, pkt))
