@@ -43,19 +43,16 @@ class VnetError(ValueError):
     """A read whose header and packet do not agree; the engine drops and counts it."""
 
 
-_FOLDS = tuple((bits, (1 << bits) - 1) for bits in (16384, 8192, 4096, 2048, 1024, 512))
-
-
 def _sum(data) -> int:
-    """Ones'-complement sum of `data` as 16-bit big-endian words (odd end padded), mod 0xffff."""
+    """Ones'-complement sum of `data` as 16-bit big-endian words (odd end padded), mod 0xffff.
+
+    As one number, since 2**16 == 1 mod 0xffff: the words' sum and the big-endian integer
+    have the same residue. One `%` by a one-digit divisor is cheaper than folding the
+    integer in halves first (callgrind, 1,368 bytes: 23 k against 41 k instructions;
+    timed, faster from 40 bytes to 64 KB)."""
     s = int.from_bytes(data, "big")
     if len(data) & 1:
         s <<= 8
-    nbits = len(data) * 8
-    for bits, mask in _FOLDS:  # 2**bits == 1 mod 0xffff: folding keeps the residue
-        if nbits > bits:
-            s = (s >> bits) + (s & mask)
-            nbits = bits + 1
     return s % 0xffff
 
 
