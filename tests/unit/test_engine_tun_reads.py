@@ -105,3 +105,22 @@ def test_udp_reads_take_at_most_limit_receives(gro):
         rx.close()
         tx.close()
 
+
+
+def test_a_long_drain_goes_out_in_bursts_of_send_every(engine):
+    """A drain hands its packets to the device and flushes them every SEND_EVERY reads,
+    not all at the end: the peer's socket meets one GSO burst at a time, draining it while
+    the engine reads and seals the next. Every packet still goes out once, in order."""
+    eng, writer, reader, sent = engine
+    eng.tun = FakeTun(reader.fileno(), True)
+    log: list[tuple[str, int]] = []
+    eng.device.send_packets = lambda pkts, now: (sent.extend(pkts), log.append(("seal", len(pkts))))
+    eng._flush_udp = lambda: log.append(("flush", len(sent)))
+    n = loop.SEND_EVERY * 2 + 5
+    pkts = [ipv4_packet("10.0.0.1", "10.0.0.2", i.to_bytes(2, "big") * 10) for i in range(n)]
+    for p in pkts:
+        writer.send(vnet.ZERO_HDR + p)
+    assert eng._read_tun(1.0, n) is True
+    k = loop.SEND_EVERY
+    assert log == [("seal", k), ("flush", k), ("seal", k), ("flush", 2 * k), ("seal", 5)]
+    assert sent == pkts  # the last 5 wait for the pass's own flush
