@@ -507,43 +507,49 @@ class Engine:
             try:
                 write(fd, pkt)
             except OSError as e:
-                self.errors[f"tun_write_{errno.errorcode.get(e.errno, e.errno)}"] += 1
+                self._tun_write_error(e)
+
+    def _tun_write_error(self, e: OSError, n: int = 1) -> None:
+        self.errors[f"tun_write_{errno.errorcode.get(e.errno, e.errno)}"] += n
 
     def _flush_tun_vnet(self, fd: int, out: list[bytes]) -> None:
         """Write behind virtio_net_hdrs, TCP segments of a flow coalesced into one write."""
         writev, hdr = os.writev, vnet.ZERO_HDR
-        errors, coalesce = self.errors, self._coalesce
+        coalesce = self._coalesce
         gro, uso = coalesce["gro"], coalesce["uso"]
         items = vnet.coalesce(out, gro, uso) if (gro or uso) and len(out) > 1 else out
         for item in items:
-            if type(item) is not bytes:
-                kind = item.KIND
-                # Not tried again once refused, also for the rest of this flush's groups.
-                if coalesce[kind]:
-                    try:
-                        writev(fd, item.render())
-                        self.offload[f"tun_{kind}_writes"] += 1
-                        self.offload[f"tun_{kind}_segments"] += len(item.pkts)
-                        continue
-                    except OSError as e:
-                        if e.errno != errno.EINVAL:
-                            errors[f"tun_write_{errno.errorcode.get(e.errno, e.errno)}"] += len(item.pkts)
-                            continue
-                        # Kernels before 6.2 take TCP super-packets on a TUN but not UDP ones.
-                        coalesce[kind] = False
-                        self.offload[f"tun_{kind}_refused"] += 1
-                        log.info("TUN refused a coalesced write (tun_%s_refused, EINVAL): "
-                                 "one packet per write for those from now on", kind)
-                for pkt in item.pkts:
+            if type(item) is bytes:
+                try:
+                    writev(fd, (hdr, item))
+                except OSError as e:
+                    self._tun_write_error(e)
+            elif not (coalesce[item.KIND] and self._write_group(fd, item)):
+                for pkt in item.pkts:  # its kind refused, now or earlier in this flush
                     try:
                         writev(fd, (hdr, pkt))
                     except OSError as e:
-                        errors[f"tun_write_{errno.errorcode.get(e.errno, e.errno)}"] += 1
-                continue
-            try:
-                writev(fd, (hdr, item))
-            except OSError as e:
-                errors[f"tun_write_{errno.errorcode.get(e.errno, e.errno)}"] += 1
+                        self._tun_write_error(e)
+
+    def _write_group(self, fd: int, item) -> bool:
+        """One super-packet write for a coalesced group; False only when the kernel refuses
+        the kind (its packets are then to be written one by one, and that kind from now on)."""
+        kind = item.KIND
+        try:
+            os.writev(fd, item.render())
+        except OSError as e:
+            if e.errno != errno.EINVAL:
+                self._tun_write_error(e, len(item.pkts))
+                return True
+            # Kernels before 6.2 take TCP super-packets on a TUN but not UDP ones.
+            self._coalesce[kind] = False
+            self.offload[f"tun_{kind}_refused"] += 1
+            log.info("TUN refused a coalesced write (tun_%s_refused, EINVAL): "
+                     "one packet per write for those from now on", kind)
+            return False
+        self.offload[f"tun_{kind}_writes"] += 1
+        self.offload[f"tun_{kind}_segments"] += len(item.pkts)
+        return True
 
     # ------------------------------------------------------------------ counters
 

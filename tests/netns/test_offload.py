@@ -43,9 +43,9 @@ def udp_bursts(pair: Pair, dst: str, port: int, count: int = 640, size: int = 12
     assert server.stdout.readline().strip() == "listening"
     pair.left.ns.exec(sys.executable, "-m", "tests.support.xfer", "udp-send", dst, str(port),
                       str(count), str(size), cwd=REPO, timeout=120)
-    received, missing = server.communicate(timeout=60)
+    received, err = server.communicate(timeout=60)
     received = received.strip()
-    assert received == f"{count} {count} in-order", f"{received} {missing}\n{path_report(pair)}"
+    assert received == f"{count} {count} in-order", f"{received} {err}\n{path_report(pair)}"
 
 
 def path_report(pair: Pair) -> str:

@@ -106,7 +106,6 @@ def test_udp_reads_take_at_most_limit_receives(gro):
         tx.close()
 
 
-
 def test_a_long_drain_goes_out_in_bursts_of_send_every(engine):
     """A drain hands its packets to the device and flushes them every SEND_EVERY reads,
     not all at the end: the peer's socket meets one GSO burst at a time, draining it while

@@ -11,7 +11,6 @@ from __future__ import annotations
 import errno
 import struct
 from collections import Counter
-from types import SimpleNamespace
 
 from nsroute.engine import loop, vnet
 from tests.unit.test_fastpath_tun_vnet import dgrams, segs4
@@ -34,8 +33,10 @@ class RefusingTun:
         return len(data)
 
 
-def engine_stub() -> SimpleNamespace:
-    return SimpleNamespace(errors=Counter(), offload=Counter(), _coalesce={"gro": True, "uso": True})
+def engine_stub() -> loop.Engine:
+    eng = loop.Engine.__new__(loop.Engine)  # the TUN write path only: no TUN, sockets or UAPI
+    eng.errors, eng.offload, eng._coalesce = Counter(), Counter(), {"gro": True, "uso": True}
+    return eng
 
 
 def test_refused_udp_groups_fall_back_once_and_lose_nothing(monkeypatch):
@@ -44,7 +45,7 @@ def test_refused_udp_groups_fall_back_once_and_lose_nothing(monkeypatch):
     eng = engine_stub()
     ds = dgrams(150, size=300)  # three groups of at most 64 in one flush
     assert len(vnet.coalesce(ds)) == 3
-    loop.Engine._flush_tun_vnet(eng, 3, ds)
+    eng._flush_tun_vnet(3, ds)
     assert tun.attempts.count(vnet.GSO_UDP_L4) == 1  # the later groups are not tried again
     assert eng.offload["tun_uso_refused"] == 1 and "tun_uso_writes" not in eng.offload
     assert tun.written == ds and not eng.errors
@@ -52,7 +53,7 @@ def test_refused_udp_groups_fall_back_once_and_lose_nothing(monkeypatch):
 
     tun.attempts.clear()
     more = dgrams(10, size=300, ident=0x900)
-    loop.Engine._flush_tun_vnet(eng, 3, more)  # a later flush: one datagram per write
+    eng._flush_tun_vnet(3, more)  # a later flush: one datagram per write
     assert tun.attempts == [vnet.GSO_NONE] * 10 and tun.written == ds + more
 
 
@@ -62,6 +63,6 @@ def test_tcp_still_coalesces_after_udp_was_refused(monkeypatch):
     eng = engine_stub()
     eng._coalesce["uso"] = False
     segs = segs4(4)
-    loop.Engine._flush_tun_vnet(eng, 3, segs)
+    eng._flush_tun_vnet(3, segs)
     assert eng.offload["tun_gro_writes"] == 1 and eng.offload["tun_gro_segments"] == 4
     assert len(tun.written) == 4 and not eng.errors
