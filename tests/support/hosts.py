@@ -204,18 +204,18 @@ class Site:
         return self.dnsmasq_log.read_text().count("DHCPACK(lan1)")
 
     def router_counter(self) -> dict[str, int]:
-        """Packets the router saw from the laptop, minus DHCP and neighbour discovery noise."""
+        """Packets the router saw arrive from the laptop on each uplink, link noise aside."""
         out = self.router.exec("nft", "-j", "list", "counters", "table", "inet", "nsrleak").stdout
         data = json.loads(out)["nftables"]
         return {c["counter"]["name"]: c["counter"]["packets"] for c in data if "counter" in c}
 
     def install_counters(self) -> None:
+        """Count everything but link noise, the WireGuard flow included: read it once the engine is gone."""
         rules = (
             "table inet nsrleak {\n"
             "  counter lan0 {}\n  counter lan1 {}\n"
             "  chain pre {\n    type filter hook prerouting priority -300; policy accept;\n"
-            "    udp dport { 67, 68, 547 } return\n"
-            "    icmpv6 type { nd-router-solicit, nd-neighbor-solicit, nd-neighbor-advert, mld2-listener-report, mld-listener-report } return\n"
+            f"{LINK_NOISE_NFT}"
             "    iifname \"lan0\" counter name lan0\n    iifname \"lan1\" counter name lan1\n  }\n}\n")
         path = self.tmp / "counters.nft"
         path.write_text(rules)
@@ -233,6 +233,19 @@ def wait_handshake(ns: Netns, ifname: str, timeout: float = 15.0) -> None:
 # ---------------------------------------------------------------- leak proof
 
 SERVER_WAN4, WG_PORT = "172.16.70.2", 51820
+
+
+# What the physical side sends on its own that no program on the protected side can make:
+# DHCP and DHCPv6, neighbour discovery and MLD, and the ICMP port-unreachable its kernel
+# answers with when a WireGuard datagram from the server (inner source port 51820) finds no
+# socket because the engine was just killed, or a DHCP reply (67) meets a raw-socket client.
+LINK_NOISE_NFT = (
+    "    udp dport { 67, 68, 546, 547 } return\n"
+    "    icmpv6 type { nd-router-solicit, nd-neighbor-solicit, nd-neighbor-advert, mld2-listener-report,"
+    " mld-listener-report } return\n"
+    f"    ip daddr {SERVER_WAN4} icmp type destination-unreachable icmp code port-unreachable"
+    f" @th,224,16 {WG_PORT} return\n"
+    "    icmp type destination-unreachable icmp code port-unreachable @th,224,16 67 return\n")
 
 
 class LeakGuard:
@@ -264,12 +277,7 @@ class LeakGuard:
         "  chain pre {\n    type filter hook prerouting priority -400; policy accept;\n"
         "    iifname != { \"lan0\", \"lan1\" } return\n"
         f"    ip daddr {SERVER_WAN4} udp dport {WG_PORT} return\n"
-        "    udp dport { 67, 68, 546, 547 } return\n"
-        "    icmpv6 type { nd-router-solicit, nd-neighbor-solicit, nd-neighbor-advert, mld2-listener-report,"
-        " mld-listener-report } return\n"
-        f"    ip daddr {SERVER_WAN4} icmp type destination-unreachable icmp code port-unreachable"
-        f" @th,224,16 {WG_PORT} return\n"
-        "    icmp type destination-unreachable icmp code port-unreachable @th,224,16 67 return\n"
+        f"{LINK_NOISE_NFT}"
         "    counter name plain\n  }\n}\n")
 
     def __init__(self, site: Site, limit: int = 50, max_seconds: int = 600) -> None:
