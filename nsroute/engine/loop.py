@@ -520,16 +520,16 @@ class Engine:
         items = vnet.coalesce(out, gro, uso) if (gro or uso) and len(out) > 1 else out
         for item in items:
             if type(item) is bytes:
+                pkts = (item,)
+            elif coalesce[item.KIND] and self._write_group(fd, item):
+                continue
+            else:
+                pkts = item.pkts  # its kind refused, now or earlier in this flush
+            for pkt in pkts:
                 try:
-                    writev(fd, (hdr, item))
+                    writev(fd, (hdr, pkt))
                 except OSError as e:
                     self._tun_write_error(e)
-            elif not (coalesce[item.KIND] and self._write_group(fd, item)):
-                for pkt in item.pkts:  # its kind refused, now or earlier in this flush
-                    try:
-                        writev(fd, (hdr, pkt))
-                    except OSError as e:
-                        self._tun_write_error(e)
 
     def _write_group(self, fd: int, item) -> bool:
         """One super-packet write for a coalesced group; False only when the kernel refuses
