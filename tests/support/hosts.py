@@ -248,6 +248,19 @@ LINK_NOISE_NFT = (
     "    icmp type destination-unreachable icmp code port-unreachable @th,224,16 67 return\n")
 
 
+def beyond_wireguard_nft(table: str, counter: str, priority: int) -> str:
+    """An nft table on the router counting what arrives on lan0/lan1 that is neither the
+    WireGuard flow to the server nor link noise: where a leak of the laptop would show."""
+    return (
+        f"table inet {table} {{\n"
+        f"  counter {counter} {{}}\n"
+        f"  chain pre {{\n    type filter hook prerouting priority {priority}; policy accept;\n"
+        "    iifname != { \"lan0\", \"lan1\" } return\n"
+        f"    ip daddr {SERVER_WAN4} udp dport {WG_PORT} return\n"
+        f"{LINK_NOISE_NFT}"
+        f"    counter name {counter}\n  }}\n}}\n")
+
+
 class LeakGuard:
     """Proof, on the router, that nothing but the WireGuard flow leaves the laptop's uplinks.
 
@@ -271,20 +284,11 @@ class LeakGuard:
            " and not (ip6 multicast and ip6[6] == 0)"  # MLD reports, behind a hop-by-hop header
            " and not (icmp and icmp[0] == 3 and icmp[1] == 3 and"
            f" ((dst host {SERVER_WAN4} and icmp[28:2] == {WG_PORT}) or icmp[28:2] == 67))")
-    NFT = (
-        "table inet nsrguard {\n"
-        "  counter plain {}\n"
-        "  chain pre {\n    type filter hook prerouting priority -400; policy accept;\n"
-        "    iifname != { \"lan0\", \"lan1\" } return\n"
-        f"    ip daddr {SERVER_WAN4} udp dport {WG_PORT} return\n"
-        f"{LINK_NOISE_NFT}"
-        "    counter name plain\n  }\n}\n")
-
     def __init__(self, site: Site, limit: int = 50, max_seconds: int = 600) -> None:
         self.site = site
         R = site.router
         path = site.tmp / "guard.nft"
-        path.write_text(self.NFT)
+        path.write_text(beyond_wireguard_nft("nsrguard", "plain", -400))
         R.exec("nft", "-f", str(path))
         self.dumps: list[tuple[subprocess.Popen, Path, Path]] = []
         for dev in self.UPLINKS:

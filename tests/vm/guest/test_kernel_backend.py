@@ -12,32 +12,13 @@ import json
 import os
 
 from tests.netns.test_host_killswitch import BURST
-from tests.support.hosts import BEHIND4, BEHIND6, VPN_NAME, Site
+from tests.support.hosts import BEHIND4, BEHIND6, VPN_NAME, Site, beyond_wireguard_nft
 from tests.support.netns import Netns
-
-# Counted on the router: what arrives on lan0/lan1 that is neither the WireGuard flow to the
-# server, nor link noise (DHCP, ND, MLD), nor the ICMP port-unreachable that the physical
-# side's kernel sends when a datagram from the server (source port 51820, quoted at
-# transport-header byte 28) finds the deleted link's socket gone.
-COUNTER = """table inet nsrkwg {
-  counter leak {}
-  chain pre {
-    type filter hook prerouting priority -350; policy accept;
-    iifname != { "lan0", "lan1" } return
-    ip daddr 172.16.70.2 udp dport 51820 return
-    udp dport { 67, 68, 546, 547 } return
-    icmpv6 type { nd-router-solicit, nd-neighbor-solicit, nd-neighbor-advert, mld2-listener-report,
-                  mld-listener-report } return
-    ip daddr 172.16.70.2 icmp type destination-unreachable icmp code port-unreachable @th,224,16 51820 return
-    counter name leak
-  }
-}
-"""
 
 
 def _install_counter(site: Site) -> None:
     path = site.tmp / "kwg-counter.nft"
-    path.write_text(COUNTER)
+    path.write_text(beyond_wireguard_nft("nsrkwg", "leak", -350))
     site.router.exec("nft", "-f", str(path))
 
 
