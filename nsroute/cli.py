@@ -143,6 +143,18 @@ def down(config: str | None, physical: str, into: str | None) -> None:
         raise _fail(e) from None
 
 
+@main.command(hidden=True)
+@click.option("--physical", default="physical", show_default=True)
+def guard(physical: str) -> None:
+    """The hot-plug guard that `nsroute up` starts: moves new uplinks into PHYSICAL."""
+    from .host import commands
+
+    try:
+        sys.exit(commands.guard(physical=physical))
+    except commands.HostError as e:
+        raise _fail(e) from None
+
+
 @main.command()
 @click.option("--physical", default="physical", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Everything, machine-readable.")

@@ -15,7 +15,8 @@ import time
 from pathlib import Path
 
 from .. import config as wgconfig
-from . import dhcp, dns, hooks, kernelwg, netns, networkmanager, procs, tunnel, wifi
+from . import block, dhcp, dns, hooks, kernelwg, netns, networkmanager, procs, tunnel, wifi
+from . import guard as guard_mod
 from . import interfaces as ifaces
 from . import status as status_mod
 from .errors import HostError
@@ -70,7 +71,7 @@ def up(config: str, physical: str = "physical", interfaces: list[str] | None = N
         st = _load_state(store)
         if not st.complete:
             raise HostError(f"an earlier `nsroute up` stopped half-way; run `nsroute down --physical {physical}` first")
-        if _tunnel_alive(st, None):
+        if _tunnel_alive(st, None) and procs.alive(st.guard):
             raise HostError(f"already up: tunnel {st.ifname}, physical namespace '{physical}' (nothing changed)")
         if st.ifname != cfg.name:
             raise HostError(f"physical namespace '{physical}' serves tunnel {st.ifname}, not {cfg.name}; "
@@ -89,7 +90,7 @@ def up(config: str, physical: str = "physical", interfaces: list[str] | None = N
     snaps = [ifaces.snapshot(n) for n in names]
     st = State(mode="host", physical=physical, config_path=os.path.abspath(cfg.path), ifname=cfg.name,
                interfaces=snaps, wiphys=wiphys, snapshot_time=snaps[0]["time"] if snaps else 0.0,
-               backend=chosen)
+               backend=chosen, guard_baseline=guard_mod.baseline())
     wireless = [n for w in wiphys for n in w["ifaces"]]
     st.wpa_original = [argv for _, argv in wifi.wpa_supplicants(wireless)] if wireless else []
     store.mark(st, "prepare")
@@ -144,6 +145,8 @@ def _up_steps(cfg: wgconfig.Config, st: State, store: Store, wireless: list[str]
     etc.mkdir(parents=True, exist_ok=True)
     dns.write_in_place(str(etc / "resolv.conf"), dns.physical_side(dns.read()))
     store.mark(st, "etc-netns")
+
+    _guard_up(st, store)
 
     if st.wpa_original:
         for pid, _argv in wifi.wpa_supplicants(wireless):
@@ -204,6 +207,24 @@ def _up_steps(cfg: wgconfig.Config, st: State, store: Store, wireless: list[str]
     store.mark(st, "postup")
     st.complete = True
     store.mark(st, "complete")
+
+
+def _guard_up(st: State, store: Store) -> None:
+    """Before anything moves: the block table, then the guard (both stay until `down`)."""
+    st.guard_block = True  # before the change: teardown removes it
+    store.save(st)
+    if block.install(None):
+        _say("nft: hot-plug block table in this namespace (IP through physical devices dropped)")
+    else:
+        _say("warning: nft not found: no in-kernel block; the guard alone moves new devices out")
+    store.mark(st, "block")
+    _start_guard(st, store)
+
+
+def _start_guard(st: State, store: Store) -> None:
+    st.guard = guard_mod.start(st.physical, store.dir, store.path.stem)
+    _say(f"hot-plug guard (pid {st.guard.pid}): new devices here move to {st.physical}")
+    store.mark(st, "guard")
 
 
 def _lease_ip(snap: dict) -> str | None:
@@ -320,8 +341,20 @@ def _dns(cfg: wgconfig.Config, st: State, store: Store, path: str) -> None:
 
 
 def _resume(cfg: wgconfig.Config, st: State, store: Store, backend: str = "auto") -> None:
-    """The engine died (or the kernel link was deleted) while the interfaces stayed put:
-    start it again, move nothing. `auto` keeps the backend the state records."""
+    """The engine died (or the kernel link was deleted), or the guard did, while the
+    interfaces stayed put: start what is gone again, move nothing. `auto` keeps the backend
+    the state records."""
+    if st.mode == "host" and not procs.alive(st.guard):
+        _say("hot-plug guard is gone; restarting it")
+        if not st.guard_baseline:  # a deployment brought up before the guard existed
+            st.guard_baseline = guard_mod.baseline()
+        st.guard_block = True
+        store.save(st)
+        if not block.present(None):
+            block.install(None)
+        _start_guard(st, store)
+    if _tunnel_alive(st, None if st.mode == "host" else st.into):
+        return
     new_backend = st.backend if backend == "auto" else kernelwg.choose(backend)
     if st.backend == "kernel":
         _say(f"WireGuard link {st.ifname} is gone; recreating it (interfaces stay in '{st.physical}')")
@@ -437,6 +470,7 @@ def teardown(st: State, store: Store, run_hooks: bool) -> list[str]:
     if run_hooks:
         warnings += hooks.run("PreDown", _hooks_of(st, "predown"), st.ifname, strict=False)
     tun_ns = st.into if st.mode == "into" else None
+    procs.stop(st.guard)
     procs.stop(st.engine)
     if st.mode == "into" and not netns.exists(st.into or ""):
         pass  # the container is gone, and its tunnel with it
@@ -452,7 +486,11 @@ def teardown(st: State, store: Store, run_hooks: bool) -> list[str]:
     for p in [*st.wpa, *st.dhcp]:
         procs.stop(p)
     if st.mode == "host":
+        if netns.exists(st.physical):
+            guard_mod.hand_back(guard_mod.record_path(store.dir, store.path.stem), st.physical, warnings.append)
         problems += _bring_back(st)
+        if st.guard_block:
+            block.remove(None)
         networkmanager.restore(st.nm_released, warn=problems.append)
         if st.done("wpa-stopped"):
             for argv in st.wpa_original:
@@ -522,11 +560,21 @@ def _bring_back(st: State) -> list[str]:
 # ----------------------------------------------------------------------- status
 
 
+def guard(physical: str = "physical") -> int:
+    """`nsroute guard`: serve as the hot-plug guard of the deployment in `physical`."""
+    _require_root()
+    store = Store(state_key(physical))
+    if not store.exists():
+        raise HostError(f"not up: no state for physical namespace '{physical}' in {run_dir()}")
+    st = _load_state(store)
+    return guard_mod.serve(physical, st.guard_baseline, store.dir, store.path.stem)
+
+
 def status(physical: str = "physical", as_json: bool = False) -> None:
     """Print the state of the tunnel, the moved interfaces and each peer."""
     store = Store(state_key(physical))
     if not store.exists():
         raise HostError(f"not up: no state for physical namespace '{physical}' in {run_dir()}")
     st = _load_state(store)
-    info = status_mod.gather(st)
+    info = status_mod.gather(st, guard=guard_mod.Record.load(guard_mod.record_path(store.dir, store.path.stem)))
     print(status_mod.to_json(info) if as_json else status_mod.render(info))

@@ -32,13 +32,24 @@ def prepare(host: str, resolv: str = "# simulated host\n") -> None:
 def argv(host: str, command: Sequence[str]) -> list[str]:
     """The full command line running `command` on simulated host `host`."""
     resolv = f"/etc/netns/{host}/resolv.conf"
-    inner = f"mount -t sysfs sysfs /sys && exec {shlex.join(command)}"
+    # A host that is the namespace we run in (a VM guest's initial one) already has its
+    # sysfs on /sys, and a second mount of it there fails.
+    mount_sys = "" if _is_ours(host) else "mount -t sysfs sysfs /sys && "
+    inner = f"{mount_sys}exec {shlex.join(command)}"
     outer = (
         "mount --make-private / && "
         f"mount --bind {shlex.quote(resolv)} /etc/resolv.conf && "
         f"exec nsenter --net={shlex.quote('/run/netns/' + host)} sh -c {shlex.quote(inner)}"
     )
     return ["unshare", "--mount", "--propagation", "unchanged", "sh", "-c", outer]
+
+
+def _is_ours(host: str) -> bool:
+    try:
+        a, b = os.stat(f"/run/netns/{host}"), os.stat("/proc/self/ns/net")
+    except OSError:
+        return False
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 
 
 def run(host: str, command: Sequence[str], env: Mapping[str, str] | None = None,

@@ -63,6 +63,10 @@ class State:
     backend: str = "userspace"  # "userspace" (engine process) or "kernel" (wireguard link)
     kernel_link: str = ""  # kernel backend: "" none made, "created" (not yet moved), "moved"
     engine: Proc | None = None
+    # the hot-plug guard (host mode): what was there before `up`, the block table, the process
+    guard_baseline: dict[str, list[int]] = field(default_factory=dict)  # "links": ifindexes, "phys": wiphys
+    guard_block: bool = False
+    guard: Proc | None = None
     engine_config: str = ""
     tunnel_addresses: list[str] = field(default_factory=list)
     resolv_path: str = ""
@@ -83,6 +87,7 @@ class State:
         raw["dhcp"] = [Proc(**p) for p in raw.get("dhcp", [])]
         raw["wpa"] = [Proc(**p) for p in raw.get("wpa", [])]
         raw["engine"] = Proc(**raw["engine"]) if raw.get("engine") else None
+        raw["guard"] = Proc(**raw["guard"]) if raw.get("guard") else None
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in raw.items() if k in known})
 

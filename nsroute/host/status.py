@@ -7,7 +7,8 @@ import json
 import time
 from typing import Any
 
-from . import kernelwg, netns, procs
+from . import block, kernelwg, netns, procs
+from .guard import Record
 from .state import State
 
 
@@ -32,7 +33,19 @@ def _addrs(ns: str | None, dev: str) -> tuple[str, list[str]]:
     return str(link.get("operstate", "UNKNOWN")), addrs
 
 
-def gather(st: State, now: float | None = None) -> dict[str, Any]:
+def _guard(st: State, record: Record | None) -> dict[str, Any] | None:
+    """The hot-plug guard: is it there, is the block there, and what it moved."""
+    if st.mode != "host":
+        return None
+    rec = record or Record()
+    return {"pid": st.guard.pid if st.guard else None, "running": procs.alive(st.guard),
+            "block": block.present(None),
+            "moved": [{"what": m.what, "name": m.name, "index": m.index, "netdevs": m.netdevs, "time": m.time}
+                      for m in rec.moved],
+            "errors": rec.errors}
+
+
+def gather(st: State, now: float | None = None, guard: Record | None = None) -> dict[str, Any]:
     """Everything `status` shows, as plain data."""
     now = time.time() if now is None else now
     tun_ns = st.into if st.mode == "into" else None
@@ -81,6 +94,7 @@ def gather(st: State, now: float | None = None) -> dict[str, Any]:
                    "answering": dev is not None},
         "dns": {"file": st.resolv_path or None, "managed": bool(st.resolv_path)},
         "dhcp_clients": [p.pid for p in st.dhcp if procs.alive(p)],
+        "guard": _guard(st, guard),
         "peers": peers,
         "steps": st.steps,
     }
@@ -136,6 +150,16 @@ def render(info: dict[str, Any]) -> str:
             extra = " wireless" if i["wireless"] else ""
             extra += f" dhcp pid {i['dhcp_pid']}" if i["dhcp_pid"] else ""
             lines.append(f"  {i['name']:<10} {i['state']:<8} {' '.join(i['addresses']) or '-'}{extra}")
+    g = info.get("guard")
+    if g is not None:
+        lines.append(f"guard:     {'pid ' + str(g['pid']) + ', running' if g['running'] else 'NOT RUNNING'}"
+                     f"; block table {'in place' if g['block'] else 'MISSING'}")
+        for m in g["moved"]:
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(m["time"]))
+            extra = f" ({', '.join(m['netdevs'])})" if m["netdevs"] else ""
+            lines.append(f"  moved {m['what']} {m['name']}{extra} at {when}")
+        for e in g["errors"]:
+            lines.append(f"  error: {e}")
     if info["dns"]["managed"]:
         lines.append(f"dns:       {info['dns']['file']} points into the tunnel")
     for p in info["peers"]:

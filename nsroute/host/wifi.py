@@ -57,7 +57,7 @@ def move_wiphy(index: int, src: str | None, dst: str | None) -> None:
     except HostError:
         raise
     except Exception as e:
-        raise HostError(f"cannot move wiphy {index}: {e}") from None
+        raise HostError(f"cannot move wiphy {index}: {e}", getattr(e, "code", None)) from None
     finally:
         os.close(fd)
 

@@ -11,7 +11,7 @@ from tests.support.hosts import LeakGuard, Site
 
 pytestmark = pytest.mark.root
 
-STEPS = ["prepare", "netns", "etc-netns", "moved:eth0", "moved:eth1", "restored:eth0", "restored:eth1",
+STEPS = ["prepare", "netns", "etc-netns", "block", "guard", "moved:eth0", "moved:eth1", "restored:eth0", "restored:eth1",
          "dhcp:eth1", "preup", "engine", "tunnel", "dns", "postup"]
 
 

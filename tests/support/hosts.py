@@ -50,13 +50,17 @@ class Site:
     """
 
     def __init__(self, lab: Lab, tmp: Path, server: str = "wireguard-go", dhcp: bool = True,
-                 endpoint: str | None = None, lease: str = "2m", t1: int | None = None) -> None:
+                 endpoint: str | None = None, lease: str = "2m", t1: int | None = None,
+                 laptop: Netns | None = None) -> None:
         self.lab, self.tmp = lab, tmp
         self.physical = lab.name("phys")
         self.tun = f"nw{lab.tag}"
         self.stun = f"ns{lab.tag}"
         self.run_dir = str(tmp / "run")
-        self.laptop, self.router, self.server = lab.netns("laptop"), lab.netns("router"), lab.netns("server")
+        # `laptop` given: an existing namespace (the VM guest's initial one, where the kernel
+        # puts hot-plugged devices); the lab then neither owns nor removes it.
+        self.laptop = laptop or lab.netns("laptop")
+        self.router, self.server = lab.netns("router"), lab.netns("server")
         lab.defer(self.force_cleanup)
         self._wire()
         self.dnsmasq = self._dnsmasq(lease, t1) if dhcp else None
@@ -184,6 +188,7 @@ class Site:
             "routes4": sorted(L.ip("-4", "route", "show", "table", "all").stdout.splitlines()),
             "routes6": sorted(L.ip("-6", "route", "show", "table", "all").stdout.splitlines()),
             "resolv": Path(f"/etc/netns/{L.name}/resolv.conf").read_bytes().decode(),
+            "nft": L.exec("nft", "list", "ruleset").stdout,  # the hot-plug block goes with `down`
         }
 
     def force_cleanup(self) -> None:

@@ -1,0 +1,363 @@
+"""The hot-plug guard: every uplink that appears in the protected namespace while up is moved out.
+
+The kernel creates each new network device and wiphy (a USB NIC, a tethered phone, a
+Wi-Fi dongle, a driver re-creating its device after resume) in the initial namespace,
+which is the protected one. Two things keep such a device from carrying traffic:
+
+- an nftables table in the protected namespace (see `block`), present from `up` to
+  `down` and independent of any process, that drops IP traffic in and out of every
+  device that is not lo and has no rtnetlink kind: physical devices have none, while
+  everything a user makes on purpose (veth, bridge, vlan, tun, wireguard, ...) has one;
+- this process, which reacts to the kernel's own notifications (RTM_NEWLINK, and
+  nl80211's NEW_WIPHY) by moving the device, or its wiphy, into the physical namespace,
+  before udev and NetworkManager have had their turn with it.
+
+Devices present when `up` began (the baseline, by ifindex and wiphy index) are left to
+`up`; only what appears later is moved. What moved, and when, is written to a record
+that `status` shows and `down` reads to hand the devices back.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import select
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from . import interfaces as ifaces
+from . import netns, procs, selfcmd, wifi
+from .errors import HostError
+from .state import Proc
+
+SOL_NETLINK = 270
+NETLINK_ADD_MEMBERSHIP = 1
+RTMGRP_LINK = 1
+GENL_ID_CTRL = 0x10  # the controller; its "notify" group has the same id
+RTM_NEWLINK = 16
+NETLINK_GENERIC = 16  # the socket module names NETLINK_ROUTE but not this one
+
+
+# ----------------------------------------------------------------- what moves
+
+
+def should_move(ifname: str, ifindex: int, baseline: Iterable[int], hardware: bool, wireless: bool) -> bool:
+    """A device that is backed by hardware (or a radio) and was not there when `up` began."""
+    if ifname == "lo" or ifindex in set(baseline):
+        return False
+    return hardware or wireless
+
+
+def phy_index_of(ifname: str, sys_class_net: str = "/sys/class/net") -> int | None:
+    """The wiphy index behind a wireless netdev (which moves only with its wiphy)."""
+    try:
+        return int(Path(sys_class_net, ifname, "phy80211", "index").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def present_wiphys(sys_class: str = "/sys/class/ieee80211") -> dict[int, str]:
+    """Wiphys of the current network namespace, index -> name."""
+    out = {}
+    try:
+        names = os.listdir(sys_class)
+    except OSError:
+        return {}
+    for name in names:
+        try:
+            out[int(Path(sys_class, name, "index").read_text())] = name
+        except (OSError, ValueError):
+            continue
+    return out
+
+
+def present_links() -> dict[int, str]:
+    """Links of the current network namespace, ifindex -> name (from sysfs)."""
+    out = {}
+    try:
+        names = os.listdir("/sys/class/net")
+    except OSError:
+        return {}
+    for name in names:
+        try:
+            out[int(Path("/sys/class/net", name, "ifindex").read_text())] = name
+        except (OSError, ValueError):
+            continue
+    return out
+
+
+# ------------------------------------------------------------------ the record
+
+
+@dataclass
+class Moved:
+    what: str  # "netdev" or "wiphy"
+    name: str
+    index: int  # ifindex (netdev) or wiphy index
+    time: float
+    netdevs: list[str] = field(default_factory=list)  # a wiphy's netdevs when it moved
+
+
+@dataclass
+class Record:
+    """What the guard did; written atomically after every change (status and down read it)."""
+
+    pid: int = 0
+    started: float = 0.0
+    moved: list[Moved] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    def save(self, path: Path) -> None:
+        tmp = path.with_suffix(".gtmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(asdict(self), indent=1))
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: Path) -> Record:
+        try:
+            raw = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return cls()
+        return cls(pid=raw.get("pid", 0), started=raw.get("started", 0.0),
+                   moved=[Moved(**m) for m in raw.get("moved", [])], errors=list(raw.get("errors", [])))
+
+
+# ------------------------------------------------------------------ the watcher
+
+
+def _netlink(proto: int, groups: Iterable[int]) -> socket.socket:
+    s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, proto)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+    s.bind((0, 0))
+    for g in groups:
+        s.setsockopt(SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, g)
+    return s
+
+
+def _nl80211_config_group() -> int | None:
+    """The multicast id of nl80211's "config" group (NEW_WIPHY), None while cfg80211 is absent."""
+    try:
+        from pyroute2.netlink.nl80211 import NL80211
+
+        nl = NL80211()
+        try:
+            nl.bind()
+            return int(nl.mcast_groups["config"])
+        finally:
+            nl.close()
+    except Exception:
+        return None
+
+
+class Guard:
+    """Moves new uplinks out of the protected namespace as the kernel announces them."""
+
+    def __init__(self, physical: str, baseline_links: Iterable[int], baseline_phys: Iterable[int],
+                 record_path: Path, log: Callable[[str], None] | None = None) -> None:
+        self.physical = physical
+        self.baseline_links = set(baseline_links)
+        self.baseline_phys = set(baseline_phys)
+        self.record_path = record_path
+        self.record = Record.load(record_path)
+        self.record.pid, self.record.started = os.getpid(), time.time()
+        self.log = log or (lambda m: print(m, file=sys.stderr, flush=True))
+        self._nl80211: socket.socket | None = None
+
+    # -- moving
+    def sweep(self) -> None:
+        """Move every new wiphy, then every new hardware netdev, present now."""
+        for index, name in sorted(present_wiphys().items()):
+            if index not in self.baseline_phys:
+                self._move_wiphy(index, name)
+        for ifindex, name in sorted(present_links().items()):
+            self.consider(name, ifindex)
+
+    def consider(self, ifname: str, ifindex: int) -> None:
+        if not should_move(ifname, ifindex, self.baseline_links, ifaces.is_hardware(ifname),
+                           wifi.phy_of(ifname) is not None):
+            return
+        phy = phy_index_of(ifname)
+        if phy is not None:
+            if phy not in self.baseline_phys:
+                self._move_wiphy(phy, wifi.phy_of(ifname) or f"phy#{phy}")
+            return
+        t = time.time()
+        try:
+            _move_link(ifindex, self.physical)
+        except OSError as e:
+            if e.errno == errno.ENODEV:  # gone already (unplugged again)
+                return
+            self._error(f"cannot move {ifname} to {self.physical}: {e}")
+            return
+        self._moved(Moved("netdev", ifname, ifindex, t))
+
+    def _move_wiphy(self, index: int, name: str) -> None:
+        netdevs = wifi.interfaces_of(name)
+        t = time.time()
+        try:
+            wifi.move_wiphy(index, None, self.physical)
+        except HostError as e:
+            if e.errno == errno.ENODEV:
+                return  # unplugged again
+            self._error(str(e))
+            return
+        self._moved(Moved("wiphy", name, index, t, netdevs))
+
+    def _moved(self, m: Moved) -> None:
+        self.record.moved.append(m)
+        self.record.save(self.record_path)
+        extra = f" with {', '.join(m.netdevs)}" if m.netdevs else ""
+        self.log(f"guard: moved {m.what} {m.name}{extra} to {self.physical}")
+
+    def _error(self, msg: str) -> None:
+        self.record.errors.append(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {msg}")
+        self.record.save(self.record_path)
+        self.log(f"guard: {msg}")
+
+    # -- listening
+    def run(self, ready: Callable[[], None] | None = None) -> int:
+        """Serve until SIGTERM/SIGINT; subscriptions first, then one sweep, then events."""
+        rtnl = _netlink(socket.NETLINK_ROUTE, [RTMGRP_LINK])
+        ctrl = _netlink(NETLINK_GENERIC, [GENL_ID_CTRL])
+        self._subscribe_nl80211()
+        stop_r, stop_w = os.pipe()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: os.write(stop_w, b"x"))
+        self.sweep()
+        self.record.save(self.record_path)
+        if ready:
+            ready()
+        try:
+            while True:
+                fds = [rtnl, ctrl, stop_r] + ([self._nl80211] if self._nl80211 else [])
+                readable, _, _ = select.select(fds, [], [])
+                if stop_r in readable:
+                    return 0
+                if rtnl in readable:
+                    self._on_links(rtnl.recv(1 << 16))
+                if ctrl in readable:
+                    ctrl.recv(1 << 16)
+                    if self._nl80211 is None and self._subscribe_nl80211():
+                        self.sweep()
+                if self._nl80211 is not None and self._nl80211 in readable:
+                    self._nl80211.recv(1 << 16)
+                    self.sweep()
+        finally:
+            for s in (rtnl, ctrl, self._nl80211):
+                if s is not None:
+                    s.close()
+
+    def _subscribe_nl80211(self) -> bool:
+        group = _nl80211_config_group()
+        if group is None:
+            return False
+        self._nl80211 = _netlink(NETLINK_GENERIC, [group])
+        return True
+
+    def _on_links(self, data: bytes) -> None:
+        for ifindex, name in new_links(data):
+            self.consider(name, ifindex)
+
+
+def new_links(data: bytes) -> list[tuple[int, str]]:
+    """(ifindex, name) of each RTM_NEWLINK in a netlink datagram."""
+    from pyroute2.netlink.rtnl.marshal import MarshalRtnl
+
+    out = []
+    for msg in MarshalRtnl().parse(data):
+        if msg["header"]["type"] == RTM_NEWLINK:
+            name = msg.get_attr("IFLA_IFNAME")
+            if name:
+                out.append((msg["index"], name))
+    return out
+
+
+def _move_link(ifindex: int, dst: str) -> None:
+    """One netlink request; errors as OSError with the kernel's errno."""
+    from pyroute2 import IPRoute
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    fd = os.open(netns.path_of(dst), os.O_RDONLY)
+    try:
+        with IPRoute() as ipr:
+            ipr.link("set", index=ifindex, net_ns_fd=fd)
+    except NetlinkError as e:
+        raise OSError(e.code, os.strerror(e.code)) from None
+    finally:
+        os.close(fd)
+
+
+# ------------------------------------------------------------------ handing back
+
+
+def hand_back(record_path: Path, physical: str, warn: Callable[[str], None]) -> None:
+    """`down`: every device the guard moved, still in `physical`, goes back to where we run."""
+    rec = Record.load(record_path)
+    for m in rec.moved:
+        try:
+            if m.what == "wiphy":
+                wifi.move_wiphy(m.index, physical, None)
+            elif netns.link(physical, m.name) is not None:
+                ifaces.move(m.name, physical, None)
+        except HostError as e:
+            if e.errno == errno.ENODEV:
+                continue  # unplugged meanwhile
+            warn(f"could not hand back {m.what} {m.name}: {e}")
+
+
+# ------------------------------------------------------------------ the process
+
+
+def record_path(store_dir: Path, stem: str) -> Path:
+    return store_dir / f"{stem}.guard.json"
+
+
+def start(physical: str, store_dir: Path, stem: str, timeout: float = 60.0) -> Proc:
+    """Start `nsroute guard` in a session of its own; return once its first sweep is done."""
+    argv = [*selfcmd.nsroute_argv(), "guard", "--physical", physical]
+    path = record_path(store_dir, stem)
+    log = store_dir / f"{stem}.guard.log"
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        p = netns.popen(None, argv, stdout=fd, stderr=fd)
+    finally:
+        os.close(fd)
+    rec = procs.record(p.pid, "guard", argv)
+    end = time.monotonic() + timeout
+    while Record.load(path).pid != p.pid:
+        code = p.poll()
+        if code is not None:
+            raise HostError(f"the hot-plug guard exited with status {code}: {_last_line(log)}")
+        if time.monotonic() > end:
+            procs.stop(rec)
+            raise HostError(f"the hot-plug guard did not start within {timeout:g}s: {_last_line(log)}")
+        time.sleep(0.02)
+    return rec
+
+
+def _last_line(log: Path) -> str:
+    try:
+        lines = [ln.strip() for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return "(no output)"
+    return lines[-1] if lines else "(no output)"
+
+
+def baseline() -> dict[str, list[int]]:
+    """What is here before `up` changes anything: the guard never moves these."""
+    return {"links": sorted(present_links()), "phys": sorted(present_wiphys())}
+
+
+def serve(physical: str, baseline_: dict[str, list[int]], store_dir: Path, stem: str) -> int:
+    """The body of `nsroute guard`."""
+    guard = Guard(physical, baseline_.get("links", []), baseline_.get("phys", []),
+                  record_path(store_dir, stem))
+    return guard.run()
