@@ -135,6 +135,7 @@ def _receive_initiation(device: Device, data: bytes, addr: Endpoint, now: float)
     peer.tx_bytes += len(msg)
     timers.authenticated_received(peer, now)
     timers.session_derived(peer, now)
+    timers.authenticated_sent(peer, now)  # the response
 
 
 def _receive_response(device: Device, data: bytes, addr: Endpoint, now: float) -> None:
