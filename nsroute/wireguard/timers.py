@@ -16,7 +16,7 @@ The five timers:
   t_persistent      the persistent keepalive, its interval after the last authenticated
                     packet either way
 
-The events, reported by device.py and batch.py:
+The events, reported by device.py, handshake.py and batch.py:
   authenticated_sent      any authenticated packet (handshake message, data, keepalive) sent
                           (kernel: any_authenticated_packet_sent + _traversal)
   authenticated_received  any authenticated packet received (any_..._received + _traversal)
