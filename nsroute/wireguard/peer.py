@@ -1,8 +1,8 @@
 """Per-peer protocol state: keys, handshake in flight, timers and counters.
 
-Timers are plain deadlines (monotonic seconds, or None when off); the device fires the
-ones that are due from `handle_timers(now)`. Setting a float is all the per-packet path
-does for timers.
+Timers are plain deadlines (monotonic seconds, or None when off), set and cleared only by
+the events of timers.py, which also fires the ones that are due. Setting a float is all the
+per-packet path does for timers.
 """
 
 from __future__ import annotations
@@ -85,8 +85,3 @@ class Peer:
 
     def keypairs(self) -> list[Keypair]:
         return [k for k in (self.current, self.previous, self.next) if k is not None]
-
-    def next_deadline(self) -> float | None:
-        ds = [d for d in (self.t_retransmit, self.t_send_keepalive, self.t_new_handshake,
-                          self.t_zero_keys, self.t_persistent) if d is not None]
-        return min(ds) if ds else None

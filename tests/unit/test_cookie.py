@@ -11,7 +11,8 @@ import pytest
 from nsroute.wireguard import crypto
 from nsroute.wireguard.constants import COOKIE_SECRET_LATENCY, COOKIE_SECRET_MAX_AGE
 from nsroute.wireguard.cookie import CookieChecker, CookieJar, source_bytes
-from nsroute.wireguard.device import UNDER_LOAD_PER_SECOND, Device
+from nsroute.wireguard.device import Device
+from nsroute.wireguard.handshake import UNDER_LOAD_PER_SECOND
 from nsroute.wireguard.ratelimiter import PACKETS_BURSTABLE, PACKETS_PER_SECOND, RateLimiter
 from tests.unit.test_handshake import (
     A_EP,
