@@ -318,7 +318,7 @@ class Engine:
                 self._flush_udp()
             if real >= next_house:
                 next_house = real + HOUSEKEEPING
-                if not self.tun.exists():
+                if not self.tun.attached():
                     reason, self._stop = "TUN device removed", True
                 elif not self.control.still_there():
                     reason, self._stop = "UAPI socket removed", True
