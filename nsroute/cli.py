@@ -201,14 +201,21 @@ def demo() -> None:
 def wg_cmd(ifname: str, foreground: bool) -> None:
     """Drop-in for `wireguard-go IFNAME`: TUN here, UAPI at /var/run/wireguard/IFNAME.sock.
 
+    Stays in the foreground with -f or WG_PROCESS_FOREGROUND=1. LOG_LEVEL: verbose (or
+    debug), info (the default), error or silent; when set, a daemon keeps logging to the
+    stderr it was started with, as wireguard-go does.
+
     \b
     Example:
       WG_QUICK_USERSPACE_IMPLEMENTATION=nsroute-wg wg-quick up wg0
     """
+    import os
+
     from .engine import daemon
 
+    foreground = foreground or os.environ.get("WG_PROCESS_FOREGROUND") == "1"
     try:
-        code = daemon.run_engine(ifname, foreground=foreground)
+        code = daemon.run_engine(ifname, foreground=foreground, log_to_stdio=True)
     except daemon.EngineError as e:
         click.echo(f"nsroute-wg: {e}", err=True)
         sys.exit(1)
