@@ -198,6 +198,7 @@ def demo() -> None:
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("ifname")
 @click.option("-f", "--foreground", is_flag=True, help="Do not daemonize.")
+@click.version_option(package_name="nsroute", prog_name="nsroute-wg", message="%(prog)s v%(version)s")
 def wg_cmd(ifname: str, foreground: bool) -> None:
     """Drop-in for `wireguard-go IFNAME`: TUN here, UAPI at /var/run/wireguard/IFNAME.sock.
 

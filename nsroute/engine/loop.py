@@ -326,9 +326,26 @@ class Engine:
                     reason, self._stop = "TUN device removed", True
                 elif not self.control.still_there():
                     reason, self._stop = "UAPI socket removed", True
+                else:
+                    self._follow_mtu()
         log.info("engine exiting: %s", reason)
         ep.close()
         return 0
+
+    def _follow_mtu(self) -> None:
+        """`ip link set IF mtu N` (wg-quick does it after start): pad to the new MTU, as
+        wireguard-go does. Seen while the TUN is in the engine's namespace, by name; moved
+        elsewhere it keeps the last MTU it saw (wireguard-go, which watches its own
+        namespace's link events, likewise)."""
+        try:
+            if socket.if_nametoindex(self.tun.name) != self.tun.ifindex:
+                return
+            mtu = self.tun.read_mtu()
+        except OSError:
+            return
+        if mtu != self.device.mtu:
+            log.info("TUN MTU is now %d", mtu)
+            self.device.mtu = mtu
 
     def warm_up(self, now: float) -> bool:
         """The start-up pass (a scratch handshake and a packet each way); its scratch devices

@@ -14,7 +14,7 @@ import pytest
 
 from tests.netns.test_engine_daemon import alive, engine_pid
 from tests.support.netns import Netns, wait_for
-from tests.support.wgpair import BIN, REPO, Side
+from tests.support.wgpair import BIN, REPO, Pair, Side
 
 pytestmark = pytest.mark.root
 IMPLS = ["nsroute", "wireguard-go"]
@@ -233,3 +233,24 @@ def test_replies_leave_from_the_address_the_peer_used(lab, tmp_path, impl, famil
     # That address leaves M: M falls over to one it still has.
     m_ns.ip("addr", "del", f"{other}/{plen}", "dev", "eth0")
     step(m, o, default, "M pings after its address was removed")
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_mtu_set_with_ip_is_followed(lab, tmp_path, impl):
+    """wg-quick sets the MTU with ip(8) after the daemon started: padding must stop at the
+    new MTU (a 1410-byte packet under MTU 1412 is padded to 1412, not to 1424 or 1420)."""
+    pair = Pair(lab, impl, "wireguard-go", tmp=tmp_path)
+    pair.connect()
+    left, right = pair.left, pair.right
+    assert pair.ping(left, right.inner4).returncode == 0
+    left.ns.ip("link", "set", left.ifname, "mtu", "1412")
+    time.sleep(2)  # nsroute looks once a second
+    dump = right.ns.popen("tcpdump", "-i", "eth0", "-n", "-l", "--immediate-mode", "-c", "2",
+                          f"udp and src host {left.outer} and greater 1000", text=True)
+    wait_for(lambda: "listening" in (dump.stderr.readline() or ""), 10, what="tcpdump running")
+    r = left.ns.exec("ping", "-c", "2", "-i", "0.3", "-M", "do", "-s", str(1410 - 28), right.inner4,
+                     check=False)
+    assert r.returncode == 0, r.stdout
+    out = dump.communicate(timeout=10)[0]
+    lengths = {int(line.rsplit("length", 1)[1]) for line in out.splitlines() if "length" in line}
+    assert lengths == {16 + 1412 + 16}, out
