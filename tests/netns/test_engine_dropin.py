@@ -119,6 +119,10 @@ def test_tuns_moved_out_of_the_engines_namespace(lab, tmp_path, impl, outer):
     wait_for(lambda: not alive(pids[a.ifname]), 5, what=f"{impl} exit after its moved TUN was deleted")
     assert not Path(f"/var/run/wireguard/{a.ifname}.sock").exists()
     assert alive(pids[b.ifname])
+    # The namespace holding a TUN deleted (a container stopped): the TUN goes, so does its engine.
+    subprocess.run(["ip", "netns", "del", b_ns.name], check=True, timeout=30)
+    wait_for(lambda: not alive(pids[b.ifname]), 10, what=f"{impl} exit after its TUN's namespace was deleted")
+    assert not Path(f"/var/run/wireguard/{b.ifname}.sock").exists()
 
 
 def _env(**extra: str) -> dict:
