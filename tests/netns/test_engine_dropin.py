@@ -153,13 +153,16 @@ def test_log_level_values(lab, tmp_path, value, shows_info, shows_debug):
     assert (" DEBUG " in text) == shows_debug, text
 
 
-def test_unknown_log_level_is_one_clear_line(lab):
+@pytest.mark.parametrize("var,value,words", [("LOG_LEVEL", "loud", ("LOG_LEVEL", "verbose")),
+                                             ("WG_TUN_FD", "3", ("WG_TUN_FD", "README")),
+                                             ("WG_UAPI_FD", "4", ("WG_UAPI_FD", "README"))])
+def test_refused_environment_is_one_clear_line(lab, var, value, words):
     ns = lab.netns("L")
     ifname = f"wg{lab.tag}l"
     r = subprocess.run(["ip", "netns", "exec", ns.name, str(BIN / "nsroute-wg"), ifname],
-                       env=_env(LOG_LEVEL="loud"), capture_output=True, text=True, timeout=30)
+                       env=_env(**{var: value}), capture_output=True, text=True, timeout=30)
     assert r.returncode != 0
-    assert r.stderr.count("\n") == 1 and "LOG_LEVEL" in r.stderr and "verbose" in r.stderr, r.stderr
+    assert r.stderr.count("\n") == 1 and all(w in r.stderr for w in words), r.stderr
     assert ifname not in ns.links()
     assert not Path(f"/var/run/wireguard/{ifname}.sock").exists()
 
