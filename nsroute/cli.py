@@ -210,17 +210,25 @@ def demo() -> None:
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("ifname")
 @click.option("-f", "--foreground", is_flag=True, help="Do not daemonize.")
+@click.version_option(package_name="nsroute", prog_name="nsroute-wg", message="%(prog)s v%(version)s")
 def wg_cmd(ifname: str, foreground: bool) -> None:
     """Drop-in for `wireguard-go IFNAME`: TUN here, UAPI at /var/run/wireguard/IFNAME.sock.
+
+    Stays in the foreground with -f or WG_PROCESS_FOREGROUND=1. LOG_LEVEL: verbose (or
+    debug), info (the default), error or silent; when set, a daemon keeps logging to the
+    stderr it was started with, as wireguard-go does.
 
     \b
     Example:
       WG_QUICK_USERSPACE_IMPLEMENTATION=nsroute-wg wg-quick up wg0
     """
+    import os
+
     from .engine import daemon
 
+    foreground = foreground or os.environ.get("WG_PROCESS_FOREGROUND") == "1"
     try:
-        code = daemon.run_engine(ifname, foreground=foreground)
+        code = daemon.run_engine(ifname, foreground=foreground, log_to_stdio=True)
     except daemon.EngineError as e:
         click.echo(f"nsroute-wg: {e}", err=True)
         sys.exit(1)

@@ -21,6 +21,24 @@ class EngineError(Exception):
     """Start-up failed; the message is one line for the user."""
 
 
+# LOG_LEVEL as wireguard-go reads it (verbose, error, silent; debug is its older name for
+# verbose), plus info and warning for scripts written for earlier nsroute; any case.
+# Unset or empty: info. SILENT is above every level the engine logs at.
+SILENT = logging.CRITICAL + 10
+LOG_LEVELS = {"verbose": logging.DEBUG, "debug": logging.DEBUG, "info": logging.INFO,
+              "warning": logging.WARNING, "error": logging.ERROR, "silent": SILENT}
+
+
+def log_level(value: str | None) -> int:
+    """The logging level for a LOG_LEVEL value; EngineError names the accepted ones."""
+    if not value:
+        return logging.INFO
+    try:
+        return LOG_LEVELS[value.strip().lower()]
+    except KeyError:
+        raise EngineError(f"LOG_LEVEL={value!r} is not one of {', '.join(LOG_LEVELS)}") from None
+
+
 def _resolve_in(netns: str | None):
     """Endpoints given as names are resolved where the socket lives."""
     import socket
@@ -38,18 +56,27 @@ def _resolve_in(netns: str | None):
 
 def run_engine(ifname: str, config_file: str | None = None, socket_netns: str | None = None,
                foreground: bool = False, mtu: int = 1420, pidfile: str | None = None,
-               bring_up: bool | None = None, user: str | None = None) -> int:
-    """Set up as root, then (with `user`) serve as that user with no capabilities."""
+               bring_up: bool | None = None, user: str | None = None,
+               log_to_stdio: bool = False) -> int:
+    """Set up as root, then (with `user`) serve as that user with no capabilities.
+    `log_to_stdio`: a daemon with LOG_LEVEL set (and not silent) keeps its stdout and
+    stderr, as wireguard-go's does (nsroute-wg); otherwise they go to /dev/null or
+    $NSROUTE_LOG."""
     from ..config import check_ifname
 
     try:
         check_ifname(ifname)
     except ValueError as e:
         raise EngineError(str(e)) from None
+    level = log_level(os.environ.get("LOG_LEVEL"))
+    for var in ("WG_TUN_FD", "WG_UAPI_FD"):
+        if os.environ.get(var):
+            raise EngineError(f"{var} is set: nsroute-wg creates its own TUN and UAPI socket "
+                              "and does not take them from a parent (see README)")
     if os.geteuid() != 0:
         raise EngineError("must run as root (it creates a TUN device)")
-    logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO").upper(),
-                        format=f"nsroute[{ifname}] %(levelname)s %(message)s", stream=sys.stderr)
+    logging.basicConfig(level=level, format=f"nsroute[{ifname}] %(levelname)s %(message)s",
+                        stream=sys.stderr)
     plan = None
     if config_file:
         try:
@@ -67,6 +94,8 @@ def run_engine(ifname: str, config_file: str | None = None, socket_netns: str | 
             raise EngineError(str(e)) from None
     ready_w = None if foreground else _daemonize()
     log_fd = _open_log() if ready_w is not None else None  # while still root
+    keep_stdio = (log_to_stdio and log_fd is None and bool(os.environ.get("LOG_LEVEL"))
+                  and level != SILENT)
     if account is not None:
         # The counters file is created while root (see prepare_stats_file): removed at exit too.
         privileges.spawn_cleaner([p for p in (pidfile, stats_path(ifname)) if p], uapi.socket_path(ifname))
@@ -106,7 +135,7 @@ def run_engine(ifname: str, config_file: str | None = None, socket_netns: str | 
     if ready_w is not None:
         os.write(ready_w, b"ok\n")
         os.close(ready_w)
-        _detach_stdio(log_fd)
+        _detach_stdio(log_fd, keep_stdio)
     install_signal_handlers(engine)
     try:
         return engine.run()
@@ -167,9 +196,10 @@ def _open_log() -> int | None:
     return os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
 
 
-def _detach_stdio(log_fd: int | None) -> None:
+def _detach_stdio(log_fd: int | None, keep: bool = False) -> None:
     devnull = os.open(os.devnull, os.O_RDWR)
     out = devnull if log_fd is None else log_fd
     os.dup2(devnull, 0)
-    os.dup2(out, 1)
-    os.dup2(out, 2)
+    if not keep:
+        os.dup2(out, 1)
+        os.dup2(out, 2)

@@ -18,6 +18,8 @@ import logging
 import socket
 import struct
 
+from .sticky import STALE
+
 log = logging.getLogger("nsroute.engine")
 
 SOL_UDP = 17
@@ -89,30 +91,52 @@ class Sender:
         self.gso_sends = 0
         self.fallbacks = 0
 
-    def send(self, ep: Endpoint, group: list[bytes], errors) -> None:
+    def send(self, ep: Endpoint, group: list[bytes], errors, src=None) -> bool:
+        """Send `group` to `ep`, from the sticky source `src` (a pktinfo control message,
+        see .sticky) when given. False, with nothing sent or counted, when the kernel
+        refused `src` as no longer ours: the caller forgets it and sends again without."""
         sock = self.sock
         if len(group) > 1 and self.gso:
+            anc = [(SOL_UDP, UDP_SEGMENT, _GSO_CMSG.pack(len(group[0])))]
+            if src is not None:
+                anc.append(src)
             try:
-                sock.sendmsg([b"".join(group)],
-                             [(SOL_UDP, UDP_SEGMENT, _GSO_CMSG.pack(len(group[0])))], 0, ep)
+                sock.sendmsg([b"".join(group)], anc, 0, ep)
                 self.gso_sends += 1
-                return
+                return True
             except BlockingIOError:
                 errors["udp_send_eagain"] += len(group)
-                return
+                return True
             except OSError as e:
+                if src is not None and e.errno in STALE:
+                    return False  # EINVAL may also be a GSO refusal: the retry tells
                 if e.errno not in REFUSALS:
                     errors[f"udp_send_{errno.errorcode.get(e.errno, e.errno)}"] += len(group)
-                    return
+                    return True
                 self.gso = False
                 self.fallbacks += 1
                 log.info("UDP GSO refused (%s): one datagram per send from now on",
                          errno.errorcode.get(e.errno, e.errno))
-        sendto = sock.sendto
+        if src is None:
+            sendto = sock.sendto
+            for data in group:
+                try:
+                    sendto(data, ep)
+                except BlockingIOError:
+                    errors["udp_send_eagain"] += 1
+                except OSError as e:
+                    errors[f"udp_send_{errno.errorcode.get(e.errno, e.errno)}"] += 1
+            return True
+        sendmsg, anc = sock.sendmsg, [src]
+        first = True
         for data in group:
             try:
-                sendto(data, ep)
+                sendmsg([data], anc, 0, ep)
             except BlockingIOError:
                 errors["udp_send_eagain"] += 1
             except OSError as e:
+                if first and e.errno in STALE:
+                    return False
                 errors[f"udp_send_{errno.errorcode.get(e.errno, e.errno)}"] += 1
+            first = False
+        return True

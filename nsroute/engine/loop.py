@@ -50,7 +50,7 @@ from collections import Counter
 
 from ..wireguard.device import Device
 from ..wireguard.warmup import Scratch
-from . import gso, uapi, vnet
+from . import gso, sticky, uapi, vnet
 from .control import ControlSocket
 from .pacing import BATCH, ReadPacer
 from .tun import Tun
@@ -159,6 +159,7 @@ class Engine:
         self._tun_read = _RECV_SIZE + vnet.HDR_LEN if self.tun.offload_flags else _TUN_SMALL_READ
         self._senders: dict[socket.socket, gso.Sender] = {}
         self._gro: dict[socket.socket, bool] = {}
+        self._sticky: dict[gso.Endpoint, tuple] = {}  # endpoint -> pktinfo cmsg (.sticky)
         self.loop_counters: Counter[str] = Counter()
         self._scratch: Scratch | None = None  # warm-up devices (warm_up, _warm_pass)
         self._nap_warm = NAP_WARM
@@ -190,6 +191,9 @@ class Engine:
 
     def apply(self, plan: uapi.Plan) -> None:
         uapi.apply(self.device, plan, self.clock(time.monotonic()), rebind=self._rebind)
+        for pp in plan.peers:  # a user-set endpoint starts with no sticky source
+            if pp.endpoint is not uapi.UNSET and pp.endpoint:
+                sticky.forget(self._sticky, pp.endpoint)
         self._flush_udp()
 
     def _rebind(self, port: int, fwmark: int) -> int:
@@ -318,13 +322,30 @@ class Engine:
                 self._flush_udp()
             if real >= next_house:
                 next_house = real + HOUSEKEEPING
-                if not self.tun.exists():
+                if not self.tun.attached():
                     reason, self._stop = "TUN device removed", True
                 elif not self.control.still_there():
                     reason, self._stop = "UAPI socket removed", True
+                else:
+                    self._follow_mtu()
         log.info("engine exiting: %s", reason)
         ep.close()
         return 0
+
+    def _follow_mtu(self) -> None:
+        """`ip link set IF mtu N` (wg-quick does it after start): pad to the new MTU, as
+        wireguard-go does. Seen while the TUN is in the engine's namespace, by name; moved
+        elsewhere it keeps the last MTU it saw (wireguard-go, which watches its own
+        namespace's link events, likewise)."""
+        try:
+            if socket.if_nametoindex(self.tun.name) != self.tun.ifindex:
+                return
+            mtu = self.tun.read_mtu()
+        except OSError:
+            return
+        if mtu != self.device.mtu:
+            log.info("TUN MTU is now %d", mtu)
+            self.device.mtu = mtu
 
     def warm_up(self, now: float) -> bool:
         """The start-up pass (a scratch handshake and a packet each way); its scratch devices
@@ -439,25 +460,28 @@ class Engine:
 
     def _recv_runs(self, sock: socket.socket, limit: int, gro: bool) -> list:
         """Up to `limit` receives, as [(endpoint, [datagram, ...])] runs of consecutive
-        datagrams from one sender; with UDP_GRO one receive may carry many."""
-        recvmsg, recvfrom = sock.recvmsg, sock.recvfrom
-        space = gso.GRO_CMSG_SPACE
+        datagrams from one sender; with UDP_GRO one receive may carry many. Each receive's
+        pktinfo becomes its sender's sticky source (.sticky)."""
+        recvmsg = sock.recvmsg
+        space = gso.GRO_CMSG_SPACE + sticky.CMSG_SPACE
+        table = self._sticky
         runs: list[tuple[gso.Endpoint, list[bytes]]] = []
         last = None
         for _ in range(limit):
             try:
-                if gro:
-                    data, anc, _flags, addr = recvmsg(_RECV_SIZE, space)
-                    size = gso.gro_size(anc) if anc else 0
-                else:
-                    data, addr = recvfrom(_RECV_SIZE)
-                    size = 0
+                data, anc, _flags, addr = recvmsg(_RECV_SIZE, space)
             except BlockingIOError:
                 break
             except OSError as e:
                 self.errors[f"udp_read_{e.errno}"] += 1
                 break
+            size = 0
             ep = (addr[0], addr[1])
+            for msg in anc:
+                if msg[1] == gso.UDP_GRO and msg[0] == gso.SOL_UDP:
+                    size = gso.gro_size((msg,))
+                elif table.get(ep) != msg and sticky.is_pktinfo(msg[0], msg[1]):
+                    sticky.learn(table, ep, msg)
             if ep != last:
                 runs.append((ep, []))
                 last = ep
@@ -473,12 +497,18 @@ class Engine:
             return
         self.device.udp_out = []
         errors = self.errors
+        table = self._sticky
         for ep, group in gso.runs(out):
             sender = self._sender(ep)
             if sender is None:
                 errors["udp_no_socket_for_family"] += len(group)
                 continue
-            sender.send(ep, group, errors)
+            src = table.get(ep)
+            if not sender.send(ep, group, errors, src):
+                # That address or interface is no longer ours: the kernel chooses anew.
+                table.pop(ep, None)
+                self.loop_counters["sticky_source_dropped"] += 1
+                sender.send(ep, group, errors)
 
     def _sender(self, ep: gso.Endpoint) -> gso.Sender | None:
         """The sender for `ep`'s address family; None when the engine has no such socket."""

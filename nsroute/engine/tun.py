@@ -25,6 +25,7 @@ import struct
 TUNSETIFF = 0x400454CA
 TUNSETOFFLOAD = 0x400454D0
 TUNSETVNETHDRSZ = 0x400454D8
+TUNGETIFF = 0x800454D2
 IFF_TUN = 0x0001
 IFF_NO_PI = 0x1000
 IFF_VNET_HDR = 0x4000
@@ -135,15 +136,19 @@ class Tun:
             flags = struct.unpack_from("H", res, 16)[0]
             fcntl.ioctl(s, SIOCSIFFLAGS, _ifreq(self.name, "H", flags | IFF_UP))
 
-    def exists(self) -> bool:
-        """Is our interface still there (same index)? `ip link del` must end the engine."""
+    def attached(self) -> bool:
+        """Is the device behind our descriptor still there, in whatever namespace it now is?
+
+        A TUN moved to another namespace (`ip link set IF netns NS`) keeps its descriptor
+        working, so a lookup by name here would wrongly call it gone; once the device is
+        destroyed (`ip link del`, its namespace deleted) the kernel detaches the descriptor
+        and every ioctl on it fails with EBADFD (reads too, and epoll reports EPOLLERR).
+        wireguard-go likewise serves on until its TUN read fails."""
         try:
-            return socket.if_nametoindex(self.name) == self.ifindex
-        except OSError:
-            try:
-                return socket.if_indextoname(self.ifindex) is not None
-            except OSError:
-                return False
+            fcntl.ioctl(self.fd, TUNGETIFF, bytes(40))
+        except OSError as e:
+            return e.errno != errno.EBADFD
+        return True
 
     def close(self) -> None:
         if self.fd >= 0:

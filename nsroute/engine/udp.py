@@ -6,6 +6,7 @@ import errno
 import os
 import socket
 
+from . import sticky
 from .nsenter import in_netns, open_netns
 
 SO_MARK = 36
@@ -24,6 +25,7 @@ def _open(family: int, port: int, fwmark: int) -> socket.socket:
         if family == socket.AF_INET6:
             s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         set_buffers(s)
+        sticky.enable(s, family)
         if fwmark:
             s.setsockopt(socket.SOL_SOCKET, SO_MARK, fwmark)
         s.bind(("::" if family == socket.AF_INET6 else "0.0.0.0", port))

@@ -84,6 +84,7 @@ def test_a_wake_up_after_quiet_reads_one_packet_and_the_next_pass_the_rest(engin
 def test_udp_reads_take_at_most_limit_receives(gro):
     eng = loop.Engine.__new__(loop.Engine)
     eng.errors = Counter()
+    eng._sticky = {}
     got: list[bytes] = []
     eng.device = Device()
     eng.device.receive_datagram = lambda data, ep, now: got.append(data)

@@ -1,0 +1,99 @@
+"""Sticky sources on the kernel's loopback: a reply leaves from the address the peer wrote to
+(127.0.0.2 here, where the kernel on its own would answer 127.0.0.1), in single sends and
+GSO batches alike; a source that is no longer ours is dropped and the send goes out anyway."""
+
+from __future__ import annotations
+
+import socket
+import struct
+from collections import Counter
+from types import SimpleNamespace
+
+import pytest
+
+from nsroute.engine import gso, loop, sticky
+
+
+@pytest.fixture
+def pair():
+    """An engine with only its v4 socket and data path, and a peer socket on 127.0.0.1."""
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK)
+    peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sticky.enable(rx, socket.AF_INET)
+    rx.bind(("0.0.0.0", 0))
+    peer.bind(("127.0.0.1", 0))
+    peer.settimeout(5)
+    eng = loop.Engine.__new__(loop.Engine)
+    eng.errors, eng.loop_counters = Counter(), Counter()
+    eng._sticky, eng._senders, eng._gro = {}, {}, {rx: gso.enable_gro(rx)}
+    eng.udp = SimpleNamespace(v4=rx, v6=None)
+    got: list[tuple[bytes, tuple]] = []
+    eng.device = SimpleNamespace(udp_out=[], receive_datagrams=lambda d, ep, now: got.extend((x, ep) for x in d))
+    yield eng, rx, peer, got
+    rx.close()
+    peer.close()
+
+
+def _receive_at(eng, rx, peer, got, addr: str) -> tuple[str, int]:
+    peer.sendto(b"hello", (addr, rx.getsockname()[1]))
+    for _ in range(100):
+        eng._read_udp(rx, 1.0)
+        if got:
+            break
+    assert got, "the engine received nothing"
+    return got[-1][1]
+
+
+def test_replies_leave_from_the_address_the_peer_wrote_to(pair):
+    eng, rx, peer, got = pair
+    ep = _receive_at(eng, rx, peer, got, "127.0.0.2")
+    assert ep == peer.getsockname()
+    eng.device.udp_out = [(b"reply", ep)]
+    eng._flush_udp()
+    data, src = peer.recvfrom(100)
+    assert (data, src[0]) == (b"reply", "127.0.0.2")
+    # A GSO batch carries the same source in its one sendmsg.
+    eng.device.udp_out = [(bytes([i]) * 200, ep) for i in range(3)]
+    eng._flush_udp()
+    for i in range(3):
+        data, src = peer.recvfrom(1000)
+        assert (data, src[0]) == (bytes([i]) * 200, "127.0.0.2")
+    # Control: without the sticky entry, the kernel's own choice is 127.0.0.1.
+    sticky.forget(eng._sticky, ep)
+    eng.device.udp_out = [(b"plain", ep)]
+    eng._flush_udp()
+    data, src = peer.recvfrom(100)
+    assert (data, src[0]) == (b"plain", "127.0.0.1")
+    assert not eng.errors
+
+
+@pytest.mark.parametrize("n", [1, 3], ids=["single", "gso"])
+def test_a_source_no_longer_ours_is_dropped_and_the_send_still_goes(pair, n):
+    eng, rx, peer, got = pair
+    ep = _receive_at(eng, rx, peer, got, "127.0.0.2")
+    ifindex, _spec, addr = struct.unpack("=I4s4s", eng._sticky[ep][2])
+    gone = struct.pack("=I4s4s", ifindex, socket.inet_aton("192.0.2.7"), addr)
+    eng._sticky[ep] = (socket.IPPROTO_IP, sticky.IP_PKTINFO, gone)
+    eng.device.udp_out = [(b"x" * 100, ep)] * n
+    eng._flush_udp()
+    for _ in range(n):
+        data, src = peer.recvfrom(1000)
+        assert (data, src[0]) == (b"x" * 100, "127.0.0.1")
+    assert ep not in eng._sticky
+    assert eng.loop_counters["sticky_source_dropped"] == 1
+    assert not eng.errors
+
+
+def test_forget_matches_any_spelling_of_the_address():
+    table = {("fd00::1", 51820): "a", ("fd00::1", 1): "b", ("10.0.0.1", 51820): "c"}
+    sticky.forget(table, ("fd00:0:0::1", 51820))
+    assert table == {("fd00::1", 1): "b", ("10.0.0.1", 51820): "c"}
+    sticky.forget(table, ("10.0.0.1", 51820))
+    assert table == {("fd00::1", 1): "b"}
+
+
+def test_the_table_is_bounded():
+    table: dict = {}
+    for i in range(sticky.LIMIT + 10):
+        sticky.learn(table, ("10.0.0.1", i), (0, 8, b""))
+    assert len(table) <= sticky.LIMIT
