@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.machinery
+import importlib.util
 import json
 import subprocess
 import sys
@@ -60,3 +62,33 @@ def test_bench_anchor_is_the_backports_build_and_both_versions_are_named(bench):
     assert rows["wggo2022-wggo2022"]["engine_exe"] == [old["path"]] * 2, rows["wggo2022-wggo2022"]
     # A reader of the output sees both package versions.
     assert anchor["package"] in stdout and old["package"] in stdout, stdout
+
+
+def _fetch_module():
+    loader = importlib.machinery.SourceFileLoader("fetch_wg", str(REPO / "scripts" / "fetch-wireguard-go"))
+    spec = importlib.util.spec_from_loader("fetch_wg", loader)
+    mod = importlib.util.module_from_spec(spec)
+    loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.parametrize("fmt", ["one-line", "deb822"])
+def test_fetch_finds_the_machines_own_mirror(tmp_path, fmt):
+    """The backports suite is fetched from the mirror the machine already uses for its
+    release, in either apt sources format; security and disabled entries are passed over."""
+    fetch = _fetch_module()
+    (tmp_path / "sources.list.d").mkdir()
+    if fmt == "one-line":
+        (tmp_path / "sources.list").write_text(
+            "# deb http://wrong.example/debian bookworm main\n"
+            "deb http://security.example/debian-security bookworm-security main\n"
+            "deb [arch=amd64 signed-by=/k.gpg] http://mirror.example/debian/ bookworm main contrib\n")
+    else:
+        (tmp_path / "sources.list.d" / "debian.sources").write_text(
+            "Types: deb\nURIs: http://disabled.example/debian\nSuites: bookworm\nComponents: main\n"
+            "Enabled: no\n\n"
+            "Types: deb\n# a comment\nURIs: http://mirror.example/debian\nSuites: bookworm bookworm-updates\n"
+            "Components: main\nSigned-By: /k.gpg\n")
+    assert fetch.machine_mirror("bookworm", str(tmp_path)) == ("http://mirror.example/debian", "/k.gpg")
+    with pytest.raises(fetch.FetchError):
+        fetch.machine_mirror("trixie", str(tmp_path))
