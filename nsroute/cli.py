@@ -145,12 +145,13 @@ def down(config: str | None, physical: str, into: str | None) -> None:
 
 @main.command(hidden=True)
 @click.option("--physical", default="physical", show_default=True)
-def guard(physical: str) -> None:
+@click.option("--watch-tunnel", is_flag=True, help="End when the engine or kernel link does (systemd units).")
+def guard(physical: str, watch_tunnel: bool) -> None:
     """The hot-plug guard that `nsroute up` starts: moves new uplinks into PHYSICAL."""
     from .host import commands
 
     try:
-        sys.exit(commands.guard(physical=physical))
+        sys.exit(commands.guard(physical=physical, watch_tunnel=watch_tunnel))
     except commands.HostError as e:
         raise _fail(e) from None
 

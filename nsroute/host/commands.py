@@ -20,7 +20,7 @@ from . import guard as guard_mod
 from . import interfaces as ifaces
 from . import status as status_mod
 from .errors import HostError
-from .state import State, Store, run_dir, state_key
+from .state import Proc, State, Store, run_dir, state_key
 
 __all__ = ["HostError", "up", "down", "status"]
 
@@ -292,6 +292,7 @@ def _engine_and_tunnel(cfg: wgconfig.Config, st: State, store: Store, tun_ns: st
     tunnel.configure(cfg, cfg.name, tun_ns)
     st.tunnel_addresses = [str(a) for a in cfg.interface.addresses]
     store.mark(st, "tunnel")
+    guard_mod.tunnel_started(st.guard)
 
 
 def _kernel_tunnel(cfg: wgconfig.Config, st: State, store: Store, tun_ns: str | None, create_ns: str | None,
@@ -315,6 +316,7 @@ def _kernel_tunnel(cfg: wgconfig.Config, st: State, store: Store, tun_ns: str | 
     tunnel.configure(cfg, cfg.name, tun_ns)
     st.tunnel_addresses = [str(a) for a in cfg.interface.addresses]
     store.mark(st, "tunnel")
+    guard_mod.tunnel_started(st.guard)
 
 
 def _create_ns(st: State) -> str | None:
@@ -323,7 +325,7 @@ def _create_ns(st: State) -> str | None:
 
 
 def _write_engine_pidfile(store: Store, pid: int) -> None:
-    """The systemd unit (Type=forking, PIDFile=) watches the engine through this file."""
+    """The engine's PID for scripts (the systemd units watch the guard's pidfile instead)."""
     pidfile = store.dir / f"{store.path.stem}.engine.pid"
     tmp = pidfile.with_suffix(".pidtmp")
     tmp.write_text(f"{pid}\n")
@@ -344,17 +346,22 @@ def _resume(cfg: wgconfig.Config, st: State, store: Store, backend: str = "auto"
     """The engine died (or the kernel link was deleted), or the guard did, while the
     interfaces stayed put: start what is gone again, move nothing. `auto` keeps the backend
     the state records."""
-    if st.mode == "host" and not procs.alive(st.guard):
-        _say("hot-plug guard is gone; restarting it")
-        if not st.guard_baseline:  # a deployment brought up before the guard existed
-            st.guard_baseline = guard_mod.baseline()
-        st.guard_block = True
-        store.save(st)
-        if not block.present(None):
-            block.install(None)
-        _start_guard(st, store)
-    if _tunnel_alive(st, None if st.mode == "host" else st.into):
-        return
+    try:
+        if not _tunnel_alive(st, None if st.mode == "host" else st.into):
+            _restart_tunnel(cfg, st, store, backend)
+    finally:  # after the tunnel: a guard that watches it must find it running
+        if st.mode == "host" and not procs.alive(st.guard):
+            _say("hot-plug guard is gone; restarting it")
+            if not st.guard_baseline:  # a deployment brought up before the guard existed
+                st.guard_baseline = guard_mod.baseline()
+            st.guard_block = True
+            store.save(st)
+            if not block.present(None):
+                block.install(None)
+            _start_guard(st, store)
+
+
+def _restart_tunnel(cfg: wgconfig.Config, st: State, store: Store, backend: str) -> None:
     new_backend = st.backend if backend == "auto" else kernelwg.choose(backend)
     if st.backend == "kernel":
         _say(f"WireGuard link {st.ifname} is gone; recreating it (interfaces stay in '{st.physical}')")
@@ -560,14 +567,24 @@ def _bring_back(st: State) -> list[str]:
 # ----------------------------------------------------------------------- status
 
 
-def guard(physical: str = "physical") -> int:
-    """`nsroute guard`: serve as the hot-plug guard of the deployment in `physical`."""
+def guard(physical: str = "physical", watch_tunnel: bool = False) -> int:
+    """`nsroute guard`: serve as the hot-plug guard of the deployment in `physical`
+    (with `watch_tunnel`, end when its engine or kernel link does)."""
     _require_root()
     store = Store(state_key(physical))
     if not store.exists():
         raise HostError(f"not up: no state for physical namespace '{physical}' in {run_dir()}")
     st = _load_state(store)
-    return guard_mod.serve(physical, st.guard_baseline, store.dir, store.path.stem)
+
+    def watch() -> tuple[Proc | None, str | None]:
+        """The tunnel as the state says now: set only once `up` has started it."""
+        now = _load_state(store)
+        if "tunnel" not in now.steps:
+            return None, None
+        return (None, now.ifname) if now.backend == "kernel" else (now.engine, None)
+
+    return guard_mod.serve(physical, st.guard_baseline, store.dir, store.path.stem,
+                           watch if watch_tunnel else None)
 
 
 def status(physical: str = "physical", as_json: bool = False) -> None:

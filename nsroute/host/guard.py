@@ -40,7 +40,8 @@ SOL_NETLINK = 270
 NETLINK_ADD_MEMBERSHIP = 1
 RTMGRP_LINK = 1
 GENL_ID_CTRL = 0x10  # the controller; its "notify" group has the same id
-RTM_NEWLINK = 16
+RTM_NEWLINK, RTM_DELLINK = 16, 17
+TUNNEL_GONE = 3  # exit status when a watched tunnel went away (systemd then runs `up` again)
 NETLINK_GENERIC = 16  # the socket module names NETLINK_ROUTE but not this one
 
 
@@ -161,8 +162,15 @@ class Guard:
     """Moves new uplinks out of the protected namespace as the kernel announces them."""
 
     def __init__(self, physical: str, baseline_links: Iterable[int], baseline_phys: Iterable[int],
-                 record_path: Path, log: Callable[[str], None] | None = None) -> None:
+                 record_path: Path, log: Callable[[str], None] | None = None,
+                 watch: Callable[[], tuple[Proc | None, str | None]] | None = None) -> None:
+        """`watch`: when given, it names the engine process or kernel link to end with
+        (TUNNEL_GONE), so that a supervisor watching the guard restarts both; it is asked
+        again on SIGHUP, which `up` sends once it has (re)started the tunnel."""
         self.physical = physical
+        self.watch = watch
+        self.engine: Proc | None = None
+        self.tunnel: str | None = None
         self.baseline_links = set(baseline_links)
         self.baseline_phys = set(baseline_phys)
         self.record_path = record_path
@@ -231,6 +239,8 @@ class Guard:
         stop_r, stop_w = os.pipe()
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: os.write(stop_w, b"x"))
+        signal.signal(signal.SIGHUP, lambda *_: os.write(stop_w, b"h"))
+        engine_fd = self._rewatch(None)
         self.sweep()
         self.record.save(self.record_path)
         if ready:
@@ -238,11 +248,19 @@ class Guard:
         try:
             while True:
                 fds = [rtnl, ctrl, stop_r] + ([self._nl80211] if self._nl80211 else [])
+                fds += [engine_fd] if engine_fd is not None else []
                 readable, _, _ = select.select(fds, [], [])
                 if stop_r in readable:
-                    return 0
-                if rtnl in readable:
-                    self._on_links(rtnl.recv(1 << 16))
+                    if b"x" in os.read(stop_r, 64):
+                        return 0
+                    engine_fd = self._rewatch(engine_fd)
+                    continue
+                if engine_fd is not None and engine_fd in readable:
+                    self.log(f"guard: the engine (pid {self.engine.pid}) ended; ending too")
+                    return TUNNEL_GONE
+                if rtnl in readable and self._on_links(rtnl.recv(1 << 16)):
+                    self.log(f"guard: the tunnel {self.tunnel} is gone; ending too")
+                    return TUNNEL_GONE
                 if ctrl in readable:
                     ctrl.recv(1 << 16)
                     if self._nl80211 is None and self._subscribe_nl80211():
@@ -254,6 +272,31 @@ class Guard:
             for s in (rtnl, ctrl, self._nl80211):
                 if s is not None:
                     s.close()
+            if engine_fd is not None:
+                os.close(engine_fd)
+
+    def _rewatch(self, old_fd: int | None) -> int | None:
+        """Learn (again) what to end with; a pidfd of the engine (readable once it ends)."""
+        if old_fd is not None:
+            os.close(old_fd)
+        if self.watch is None:
+            return None
+        self.engine, self.tunnel = self.watch()
+        if self.engine is None:
+            return None
+        try:
+            fd: int | None = os.pidfd_open(self.engine.pid)
+        except ProcessLookupError:
+            fd = None
+        if fd is not None and procs.alive(self.engine):
+            return fd
+        if fd is not None:
+            os.close(fd)
+        self.log(f"guard: the engine (pid {self.engine.pid}) is not running")
+        r, w = os.pipe()  # readable at once: the loop ends as if the engine just died
+        os.write(w, b"x")
+        os.close(w)
+        return r
 
     def _subscribe_nl80211(self) -> bool:
         group = _nl80211_config_group()
@@ -262,22 +305,33 @@ class Guard:
         self._nl80211 = _netlink(NETLINK_GENERIC, [group])
         return True
 
-    def _on_links(self, data: bytes) -> None:
-        for ifindex, name in new_links(data):
-            self.consider(name, ifindex)
+    def _on_links(self, data: bytes) -> bool:
+        """Consider each new link; True when the watched tunnel link was deleted."""
+        gone = False
+        for kind, ifindex, name in link_events(data):
+            if kind == RTM_NEWLINK:
+                self.consider(name, ifindex)
+            elif name == self.tunnel:
+                gone = True
+        return gone
 
 
-def new_links(data: bytes) -> list[tuple[int, str]]:
-    """(ifindex, name) of each RTM_NEWLINK in a netlink datagram."""
+def link_events(data: bytes) -> list[tuple[int, int, str]]:
+    """(RTM_NEWLINK or RTM_DELLINK, ifindex, name) of each link message in a datagram."""
     from pyroute2.netlink.rtnl.marshal import MarshalRtnl
 
     out = []
     for msg in MarshalRtnl().parse(data):
-        if msg["header"]["type"] == RTM_NEWLINK:
-            name = msg.get_attr("IFLA_IFNAME")
-            if name:
-                out.append((msg["index"], name))
+        kind = msg["header"]["type"]
+        name = msg.get_attr("IFLA_IFNAME")
+        if kind in (RTM_NEWLINK, RTM_DELLINK) and name:
+            out.append((kind, msg["index"], name))
     return out
+
+
+def new_links(data: bytes) -> list[tuple[int, str]]:
+    """(ifindex, name) of each RTM_NEWLINK in a netlink datagram."""
+    return [(i, n) for kind, i, n in link_events(data) if kind == RTM_NEWLINK]
 
 
 def _move_link(ifindex: int, dst: str) -> None:
@@ -320,9 +374,19 @@ def record_path(store_dir: Path, stem: str) -> Path:
     return store_dir / f"{stem}.guard.json"
 
 
+WATCH_ENV = "NSROUTE_GUARD_WATCH_TUNNEL"
+
+
 def start(physical: str, store_dir: Path, stem: str, timeout: float = 60.0) -> Proc:
-    """Start `nsroute guard` in a session of its own; return once its first sweep is done."""
+    """Start `nsroute guard` in a session of its own; return once its first sweep is done.
+
+    Under the systemd units (which set NSROUTE_GUARD_WATCH_TUNNEL=1) the guard is the
+    process systemd watches, and it ends with the tunnel, so that one restart of the unit
+    brings back whichever of the two died. Elsewhere it keeps guarding when the tunnel dies.
+    """
     argv = [*selfcmd.nsroute_argv(), "guard", "--physical", physical]
+    if os.environ.get(WATCH_ENV) == "1":
+        argv.append("--watch-tunnel")
     path = record_path(store_dir, stem)
     log = store_dir / f"{stem}.guard.log"
     fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
@@ -340,6 +404,12 @@ def start(physical: str, store_dir: Path, stem: str, timeout: float = 60.0) -> P
             procs.stop(rec)
             raise HostError(f"the hot-plug guard did not start within {timeout:g}s: {_last_line(log)}")
         time.sleep(0.02)
+    pidfile = store_dir / f"{stem}.guard.pid"  # what the systemd units watch
+    tmp = pidfile.with_suffix(".pidtmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    with os.fdopen(fd, "w") as f:
+        f.write(f"{p.pid}\n")
+    os.replace(tmp, pidfile)
     return rec
 
 
@@ -356,8 +426,19 @@ def baseline() -> dict[str, list[int]]:
     return {"links": sorted(present_links()), "phys": sorted(present_wiphys())}
 
 
-def serve(physical: str, baseline_: dict[str, list[int]], store_dir: Path, stem: str) -> int:
+def serve(physical: str, baseline_: dict[str, list[int]], store_dir: Path, stem: str,
+          watch: Callable[[], tuple[Proc | None, str | None]] | None = None) -> int:
     """The body of `nsroute guard`."""
     guard = Guard(physical, baseline_.get("links", []), baseline_.get("phys", []),
-                  record_path(store_dir, stem))
+                  record_path(store_dir, stem), watch=watch)
     return guard.run()
+
+
+def tunnel_started(guard: Proc | None) -> None:
+    """Tell a running guard that the tunnel was (re)started (it re-reads what to watch)."""
+    if procs.alive(guard):
+        assert guard is not None
+        try:
+            os.kill(guard.pid, signal.SIGHUP)
+        except ProcessLookupError:
+            pass

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from nsroute.host import guard
 from nsroute.host.selfcmd import nsroute_argv
 from nsroute.host.state import state_key
 
@@ -48,14 +49,20 @@ def test_units_pass_systemd_analyze_verify(tmp_path):
     assert p.returncode == 0 and not p.stderr.strip() and not p.stdout.strip(), p.stdout + p.stderr
 
 
-def test_service_brings_the_host_up_and_down_and_restarts_only_the_engine():
-    s = _settings(SERVICE.read_text())
-    assert s["ExecStart"] == ["nsroute up %i --backend userspace"]  # PIDFile needs an engine
-    # an explicit stop runs `down`; a dead engine (EXIT_CODE set) does not
+def _restarts_what_died(s: dict[str, list[str]]) -> None:
+    # an explicit stop runs `down`; a dead guard (EXIT_CODE set) does not
     assert len(s["ExecStop"]) == 1 and "$$EXIT_CODE" in s["ExecStop"][0] and "nsroute down %i" in s["ExecStop"][0]
     assert s["Type"] == ["forking"] and s["Restart"] == ["always"] and s["KillMode"] == ["process"]
-    assert s["PIDFile"] == [f"/run/nsroute/{state_key('physical')}.engine.pid"]
+    # the guard is watched, and ends with the tunnel (engine or kernel link)
+    assert s["PIDFile"] == [f"/run/nsroute/{state_key('physical')}.guard.pid"]
+    assert s["Environment"] == [f"{guard.WATCH_ENV}=1"]
     assert s["StartLimitIntervalSec"] == ["0"]
+
+
+def test_service_brings_the_host_up_and_down_and_restarts_what_died():
+    s = _settings(SERVICE.read_text())
+    assert s["ExecStart"] == ["nsroute up %i --backend userspace"]
+    _restarts_what_died(s)
 
 
 def test_service_is_ordered_before_any_network():
@@ -66,13 +73,10 @@ def test_service_is_ordered_before_any_network():
     assert s["WantedBy"] == ["multi-user.target"]
 
 
-def test_kernel_service_stays_active_so_what_up_started_survives():
+def test_kernel_service_restarts_a_deleted_link_and_keeps_what_up_started():
     s = _settings(KERNEL_SERVICE.read_text())
-    assert s["ExecStart"] == ["nsroute up %i --backend kernel"] and s["ExecStop"] == ["nsroute down %i"]
-    # `up` returns once the kernel is configured; the DHCP client it left in the unit's
-    # cgroup would be killed if the unit went inactive then
-    assert s["Type"] == ["oneshot"] and s["RemainAfterExit"] == ["yes"]
-    assert "PIDFile" not in s and "Restart" not in s
+    assert s["ExecStart"] == ["nsroute up %i --backend kernel"]
+    _restarts_what_died(s)
     assert "nsroute@%i.service" in " ".join(s["Conflicts"]).split()
     ordering = ("DefaultDependencies", "After", "Wants", "Before", "WantedBy")
     userspace = _settings(SERVICE.read_text())
