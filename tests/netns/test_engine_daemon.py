@@ -14,6 +14,7 @@ import pytest
 
 from nsroute.engine.uapi import request as uapi_request
 from tests.support.netns import run, wait_for
+from tests.support.wggo import BUILDS
 from tests.support.wgpair import BIN, Pair
 
 pytestmark = pytest.mark.root
@@ -39,8 +40,9 @@ def alive(pid: int) -> bool:
         return False
 
 
-def test_wg_quick_up_down_with_nsroute_wg(lab, tmp_path):
-    pair = Pair(lab, "nsroute", "wireguard-go", tmp=tmp_path, start_left=False)
+@pytest.mark.parametrize("wggo", BUILDS)
+def test_wg_quick_up_down_with_nsroute_wg(lab, tmp_path, wggo):
+    pair = Pair(lab, "nsroute", wggo, tmp=tmp_path, start_left=False)
     left, right = pair.left, pair.right
     conf = tmp_path / f"{left.ifname}.conf"
     conf.write_text(f"""[Interface]

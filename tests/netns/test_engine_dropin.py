@@ -1,6 +1,6 @@
 """nsroute-wg as a wireguard-go drop-in: TUNs moved into other namespaces (the container
 recipe), LOG_LEVEL and WG_PROCESS_FOREGROUND, and replies from the address a peer used
-(sticky sockets). wireguard-go runs the same steps as the control."""
+(sticky sockets). wireguard-go (both builds) runs the same steps as the control."""
 
 from __future__ import annotations
 
@@ -14,10 +14,11 @@ import pytest
 
 from tests.netns.test_engine_daemon import alive, engine_pid
 from tests.support.netns import Netns, wait_for
+from tests.support.wggo import BUILDS, NEW, OLD
 from tests.support.wgpair import BIN, REPO, Pair, Side
 
 pytestmark = pytest.mark.root
-IMPLS = ["nsroute", "wireguard-go"]
+IMPLS = ["nsroute", *BUILDS]
 XFER = [sys.executable, "-m", "tests.support.xfer"]
 
 
@@ -181,9 +182,21 @@ def test_wg_process_foreground(lab):
     assert p.wait(timeout=10) == 0
 
 
+# wireguard-go 0.0.20231211 (Debian's backports build) answers a handshake initiation sent
+# to M's second address from the kernel's default source (seen with tcpdump: initiation to
+# .2, response from .1), so O roams to that one at the first step. Its bug, not ours: with
+# UDP GRO on, conn/bind_std.go's splitCoalescedMessages copies each datagram's bytes and
+# address into the output message but not its control data, so the IP_PKTINFO that
+# getSrcFromControl looks for is gone (unchanged upstream as of 0.0.20250522). The same
+# steps pass with it as O against nsroute. strict: a build that fixes it fails here.
+NEW_NOT_STICKY = pytest.mark.xfail(strict=True, raises=AssertionError,
+                                   reason="wireguard-go 0.0.20231211 does not reply from the address used")
+
+
 @pytest.mark.parametrize("family", [4, 6], ids=["v4", "v6"])
-@pytest.mark.parametrize("impl", IMPLS)
-def test_replies_leave_from_the_address_the_peer_used(lab, tmp_path, impl, family):
+@pytest.mark.parametrize("impl,peer", [("nsroute", OLD), ("nsroute", NEW), (OLD, OLD),
+                                       pytest.param(NEW, NEW, marks=NEW_NOT_STICKY)])
+def test_replies_leave_from_the_address_the_peer_used(lab, tmp_path, impl, peer, family):
     """M has two addresses on one link; O (wireguard-go) picks one as M's endpoint. Every
     reply must come from that one, or O roams to the other (`wg show endpoints` on O)."""
     m_ns, o_ns = lab.netns("M"), lab.netns("O")
@@ -197,7 +210,7 @@ def test_replies_leave_from_the_address_the_peer_used(lab, tmp_path, impl, famil
         m_ns.ip("addr", "add", f"{addr}/{plen}", "dev", "eth0", *opts)
     o_ns.ip("addr", "add", f"{o_addr}/{plen}", "dev", "eth0", *opts)
     m = Side(m_ns, impl, f"wg{lab.tag}m", "eth0", addrs[0], "10.79.0.1", "fd79::1", 51840)
-    o = Side(o_ns, "wireguard-go", f"wg{lab.tag}o", "eth0", o_addr, "10.79.0.2", "fd79::2", 51841)
+    o = Side(o_ns, peer, f"wg{lab.tag}o", "eth0", o_addr, "10.79.0.2", "fd79::2", 51841)
     lab.defer(m.stop)
     lab.defer(o.stop)
     m.start(tmp_path)
@@ -233,7 +246,7 @@ def test_replies_leave_from_the_address_the_peer_used(lab, tmp_path, impl, famil
     step(m, o, default, "M pings after `wg set endpoint`")
     o_sets_endpoint(other)
     step(o, m, other, "O back on the other address")
-    if impl == "wireguard-go" and family == 4:
+    if impl == OLD and family == 4:
         # wireguard-go 0.0.20220316 drops a sticky source only on EINVAL; for an IPv4 source
         # no longer local the kernel answers ENETUNREACH, so it never falls over (seen here).
         return

@@ -1,4 +1,5 @@
-"""nsroute's engine against wireguard-go, over veth between namespaces the test makes."""
+"""nsroute's engine against wireguard-go (both builds: tests/support/wggo.py), over veth
+between namespaces the test makes."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import time
 import pytest
 
 from tests.support.netns import wait_for
+from tests.support.wggo import BUILDS, NEW
 from tests.support.wgpair import REPO, Pair
 
 pytestmark = pytest.mark.root
@@ -21,9 +23,10 @@ def handshake_seen(side) -> bool:
 
 @pytest.mark.parametrize("outer", [4, 6], ids=["outer-v4", "outer-v6"])
 @pytest.mark.parametrize("psk", [False, True], ids=["no-psk", "psk"])
-@pytest.mark.parametrize("initiator", ["nsroute", "wireguard-go"])
-def test_handshake_and_ping(lab, tmp_path, initiator, psk, outer):
-    responder = "wireguard-go" if initiator == "nsroute" else "nsroute"
+@pytest.mark.parametrize("initiates", ["nsroute", "wggo"], ids=["nsroute-initiates", "wggo-initiates"])
+@pytest.mark.parametrize("wggo", BUILDS)
+def test_handshake_and_ping(lab, tmp_path, wggo, initiates, psk, outer):
+    initiator, responder = ("nsroute", wggo) if initiates == "nsroute" else (wggo, "nsroute")
     pair = Pair(lab, initiator, responder, outer_family=outer, tmp=tmp_path)
     pair.connect(psk=psk)
     # Left (the initiator) is the only side that knows an endpoint, so it must start.
@@ -57,7 +60,7 @@ def transfer(pair: Pair, nbytes: int, port: int = 5201) -> tuple[str, str]:
     return sent.stdout.strip(), out.strip()
 
 
-@pytest.mark.parametrize("left,right", [("nsroute", "wireguard-go"), ("wireguard-go", "nsroute"),
+@pytest.mark.parametrize("left,right", [*(p for b in BUILDS for p in (("nsroute", b), (b, "nsroute"))),
                                         ("nsroute", "nsroute")])
 def test_20mb_transfer_checksum(lab, tmp_path, left, right):
     pair = Pair(lab, left, right, tmp=tmp_path)
@@ -67,9 +70,10 @@ def test_20mb_transfer_checksum(lab, tmp_path, left, right):
     assert sent.startswith(str(20 * 1024 * 1024))
 
 
-def test_roaming_follows_wireguard_go(lab, tmp_path):
+@pytest.mark.parametrize("wggo", BUILDS)
+def test_roaming_follows_wireguard_go(lab, tmp_path, wggo):
     """wireguard-go changes address and port mid-transfer; nsroute follows it."""
-    pair = Pair(lab, "wireguard-go", "nsroute", tmp=tmp_path)
+    pair = Pair(lab, wggo, "nsroute", tmp=tmp_path)
     pair.connect(keepalive=1)
     assert pair.ping(pair.left, pair.right.inner4).returncode == 0
     server = pair.right.ns.popen(sys.executable, "-m", "tests.support.xfer", "serve",
@@ -91,3 +95,30 @@ def test_roaming_follows_wireguard_go(lab, tmp_path):
     ep = pair.right.show_dump()[1][2]
     assert ep == "192.168.50.9:40404", ep
     assert pair.ping(pair.right, pair.left.inner4).returncode == 0
+
+
+@pytest.mark.parametrize("wggo", BUILDS)
+def test_coalesced_udp_from_wireguard_go_arrives_intact(lab, tmp_path, wggo):
+    """What sets the two builds apart on the wire: the backports build sends UDP GSO
+    super-packets (several datagrams in one frame on the veth, which nsroute must take apart)
+    and runs its TUN with TSO; the 2022 build does neither. Bytes arrive intact either way."""
+    pair = Pair(lab, wggo, "nsroute", tmp=tmp_path)
+    pair.connect()
+    left = pair.left
+    tso = left.ns.exec("ethtool", "-k", left.ifname).stdout
+    assert ("tcp-segmentation-offload: on" in tso) == (wggo == NEW), tso
+    dump = pair.right.ns.popen("tcpdump", "-i", "eth0", "-n", "-l", "--immediate-mode",
+                               f"udp and src host {left.outer}", text=True)
+    wait_for(lambda: "listening" in (dump.stderr.readline() or ""), 10, what="tcpdump running")
+    sent, received = transfer(pair, 4 * 1024 * 1024, 5203)
+    assert sent == received, (sent, received)
+    time.sleep(0.3)
+    dump.terminate()
+    out = dump.communicate(timeout=10)[0]
+    lengths = [int(line.rsplit("length", 1)[1]) for line in out.splitlines() if "length" in line]
+    assert lengths, out
+    coalesced = sum(1 for n in lengths if n > 1500)
+    if wggo == NEW:
+        assert coalesced > len(lengths) // 4, (coalesced, len(lengths))
+    else:
+        assert coalesced == 0, (coalesced, len(lengths))

@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.stats import request_stats
+from tests.support.wggo import BUILDS
 from tests.support.wgpair import REPO, Pair, Side
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
@@ -58,10 +59,11 @@ def latest_handshake(side: Side, peer_public: str) -> int:
     return 0
 
 
-def test_handshake_flood(lab, tmp_path, monkeypatch):
+@pytest.mark.parametrize("wggo", BUILDS)
+def test_handshake_flood(lab, tmp_path, monkeypatch, wggo):
     run_dir = tmp_path / "run"
     monkeypatch.setenv("NSROUTE_RUN_DIR", str(run_dir))
-    pair = Pair(lab, "nsroute", "wireguard-go", tmp=tmp_path)
+    pair = Pair(lab, "nsroute", wggo, tmp=tmp_path)
     resp, client = pair.left, pair.right
     pair.connect(left_knows_endpoint=False, right_knows_endpoint=True)
     r = pair.ping(client, resp.inner4)
@@ -78,7 +80,7 @@ def test_handshake_flood(lab, tmp_path, monkeypatch):
     lab.veth(L, "eth2", newns, "eth0")
     L.ip("addr", "add", "192.168.52.1/24", "dev", "eth2")
     newns.ip("addr", "add", "192.168.52.2/24", "dev", "eth0")
-    new = Side(newns, "wireguard-go", f"wg{lab.tag}n", "eth0", "192.168.52.2", "10.77.0.3",
+    new = Side(newns, wggo, f"wg{lab.tag}n", "eth0", "192.168.52.2", "10.77.0.3",
                "fd77::3", 51822)
     lab.defer(new.stop)
     new.start(tmp_path)

@@ -18,6 +18,7 @@ import pytest
 
 from nsroute.engine import tun
 from tests.netns.test_flood import engine_pid, engine_stats
+from tests.support.wggo import BUILDS
 from tests.support.wgpair import REPO, Pair
 
 pytestmark = pytest.mark.root
@@ -107,7 +108,7 @@ def test_default_offload_coalesces_writes_and_reads_finished_packets(lab, tmp_pa
     assert right["tun_gro_segments"] > 2 * right["tun_gro_writes"], right
 
 
-@pytest.mark.parametrize("sender", ["nsroute", "wireguard-go"])
+@pytest.mark.parametrize("sender", ["nsroute", *BUILDS])
 def test_udp_datagrams_are_coalesced_into_uso_writes(lab, tmp_path, monkeypatch, sender):
     """The receiving engine writes a burst of one UDP flow as one GSO_UDP_L4 super-packet
     (or, on a kernel that refuses that, one datagram per write); the kernel cuts it back

@@ -1,7 +1,9 @@
 """Two namespaces joined by veth, each with a WireGuard interface from a chosen implementation.
 
-`impl` is "nsroute" (our nsroute-wg) or "wireguard-go" (the Debian package): both start as
-`CMD IFNAME` and are configured with the stock `wg` and `ip` tools, exactly as a user would.
+`impl` is "nsroute" (our nsroute-wg), "wireguard-go" (Debian bookworm's 2022 build) or
+"wireguard-go-new" (bookworm-backports' 0.0.20231211 with TUN and UDP offloads; see wggo.py):
+all start as `CMD IFNAME` and are configured with the stock `wg` and `ip` tools, exactly as a
+user would.
 "kernel" is the kernel's own module (`ip link add IF type wireguard`; VM tier only), configured
 with the same commands.
 """
@@ -14,6 +16,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import wggo
 from .netns import Lab, Netns, run, wait_for
 
 BIN = Path(sys.executable).parent
@@ -23,9 +26,7 @@ REPO = Path(__file__).resolve().parents[2]
 def impl_cmd(impl: str) -> list[str]:
     if impl == "nsroute":
         return [str(BIN / "nsroute-wg")]
-    if impl == "wireguard-go":
-        return ["wireguard-go"]
-    raise ValueError(impl)
+    return wggo.command(impl)
 
 
 def genkey() -> str:
