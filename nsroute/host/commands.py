@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from .. import config as wgconfig
+from .. import fsmode
 from . import dhcp, dns, hooks, kernelwg, netns, networkmanager, procs, tunnel, wifi
 from . import interfaces as ifaces
 from . import status as status_mod
@@ -141,7 +142,7 @@ def _up_steps(cfg: wgconfig.Config, st: State, store: Store, wireless: list[str]
     etc = Path("/etc/netns") / phys
     st.etc_netns_created = not etc.exists()
     store.save(st)
-    etc.mkdir(parents=True, exist_ok=True)
+    fsmode.make_dirs(etc, 0o755)  # programs run by `exec` as any user read resolv.conf here
     dns.write_in_place(str(etc / "resolv.conf"), dns.physical_side(dns.read()))
     store.mark(st, "etc-netns")
 
@@ -304,9 +305,7 @@ def _create_ns(st: State) -> str | None:
 def _write_engine_pidfile(store: Store, pid: int) -> None:
     """The systemd unit (Type=forking, PIDFile=) watches the engine through this file."""
     pidfile = store.dir / f"{store.path.stem}.engine.pid"
-    tmp = pidfile.with_suffix(".pidtmp")
-    tmp.write_text(f"{pid}\n")
-    os.replace(tmp, pidfile)
+    fsmode.replace_file(pidfile, f"{pid}\n", 0o644)
 
 
 def _dns(cfg: wgconfig.Config, st: State, store: Store, path: str) -> None:
@@ -373,7 +372,7 @@ def _up_into(cfg: wgconfig.Config, into: str, backend: str = "auto") -> None:
             if not etc.exists():
                 st.etc_netns_created = True
                 store.save(st)
-                etc.mkdir(parents=True)
+                fsmode.make_dirs(etc, 0o755)
             _dns(cfg, st, store, str(etc / "resolv.conf"))
         hooks.run("PostUp", cfg.interface.hooks["postup"], cfg.name)
         store.mark(st, "postup")
