@@ -521,11 +521,17 @@ def _bring_back(st: State) -> list[str]:
 # ----------------------------------------------------------------------- status
 
 
-def status(physical: str = "physical", as_json: bool = False) -> None:
-    """Print the state of the tunnel, the moved interfaces and each peer."""
+def status(physical: str = "physical", as_json: bool = False, check: bool = False) -> bool:
+    """Print the state of the tunnel, the moved interfaces and each peer; True when healthy.
+
+    `check` prints only the verdict and the problems (the JSON stays whole)."""
     store = Store(state_key(physical))
     if not store.exists():
         raise HostError(f"not up: no state for physical namespace '{physical}' in {run_dir()}")
     st = _load_state(store)
     info = status_mod.gather(st)
-    print(status_mod.to_json(info) if as_json else status_mod.render(info))
+    if as_json:
+        print(status_mod.to_json(info))
+    else:
+        print(status_mod.render_check(info) if check else status_mod.render(info))
+    return info["healthy"]
