@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from . import netns
+from .errors import HostError
 
 # Routes that take everything not matched more precisely: default, and the halves of it.
 CATCH_ALL = {"default", "0.0.0.0/0", "0.0.0.0/1", "128.0.0.0/1", "::/0", "::/1", "8000::/1"}
@@ -98,6 +99,22 @@ def _dst(route: dict[str, Any]) -> str:
 
 def _devs(route: dict[str, Any]) -> list[str]:
     return [route.get("dev", ""), *(nh.get("dev", "") for nh in route.get("nexthops", []))]
+
+
+def parse_iw_phy(text: str) -> list[str]:
+    """Wiphy names in `iw phy` output (one `Wiphy phyN` header per radio)."""
+    return [ln.split()[1] for ln in text.splitlines() if ln.startswith("Wiphy ") and len(ln.split()) > 1]
+
+
+def wiphys(ns: str | None = None) -> list[str] | None:
+    """Wi-Fi radios in `ns`, with or without a netdev: nl80211 dumps only the caller's
+    namespace. None when `iw` is missing (cannot tell)."""
+    argv = ["iw", "phy"] if ns is None else ["nsenter", f"--net={netns.path_of(ns)}", "iw", "phy"]
+    try:
+        p = netns.run(argv, check=False, timeout=5)
+    except HostError:
+        return None
+    return parse_iw_phy(p.stdout) if p.returncode == 0 else None
 
 
 def gather(ns: str | None = None, sys_class_net: str | None = "/sys/class/net") -> list[LinkFacts]:

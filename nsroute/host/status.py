@@ -7,7 +7,7 @@ import json
 import time
 from typing import Any
 
-from . import health, inventory, kernelwg, netns, procs
+from . import health, inventory, kernelwg, netns, procs, wifi
 from .errors import HostError
 from .state import State
 
@@ -77,8 +77,14 @@ def _protected_links(ns: str | None, tunnel: str) -> list[dict[str, Any]] | None
         links = inventory.gather(ns, "/sys/class/net" if ns is None else None)
     except HostError:
         return None
-    return [{**ln.to_json(), "leak": inventory.leak_reason(ln, tunnel)}
-            for ln in links if ln.name not in ("lo", tunnel)]
+    out = [{**ln.to_json(), "leak": inventory.leak_reason(ln, tunnel)}
+           for ln in links if ln.name not in ("lo", tunnel)]
+    if ns is None:  # a radio with no netdev yet: the next `iw phy X interface add` leaks
+        behind = {wifi.phy_of(ln.name) for ln in links if ln.wireless}
+        out += [{"name": phy, "kind": "wiphy", "hardware": True, "wireless": True, "default_routes": [],
+                 "addresses": [], "leak": "a Wi-Fi radio (no interface yet)"}
+                for phy in inventory.wiphys(None) or [] if phy not in behind]
+    return out
 
 
 def gather(st: State, now: float | None = None) -> dict[str, Any]:

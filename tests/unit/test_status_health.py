@@ -87,6 +87,12 @@ def test_lo_and_the_tunnel_itself_never_count(tmp_path):
     assert leak_capable(LinkFacts("wg1", kind="wireguard", catch_all_routes=("default",)), "wg0")
 
 
+def test_iw_phy_output_names_every_radio():
+    text = "Wiphy phy0\n\twiphy index: 0\n\tmax # scan SSIDs: 4\nWiphy phy3\n\tBand 1:\n"
+    assert inventory.parse_iw_phy(text) == ["phy0", "phy3"]
+    assert inventory.parse_iw_phy("") == []
+
+
 # ------------------------------------------------------------------ problems
 
 
