@@ -89,6 +89,17 @@ def from_netlink(link: dict[str, Any], addrs: list[dict[str, Any]], routes: list
                      catch_all_routes=catch_all, global_addresses=addresses)
 
 
+def from_rtnl(msg: Any, sys_class_net: str | None = "/sys/class/net") -> LinkFacts:
+    """Facts from a pyroute2 RTM_NEWLINK message, as the hot-plug guard receives them.
+
+    No routes or addresses: a device that has just appeared has none, and whether it is
+    hardware is what decides a move."""
+    linkinfo = msg.get_attr("IFLA_LINKINFO")
+    link = {"ifname": msg.get_attr("IFLA_IFNAME"), "parentdev": msg.get_attr("IFLA_PARENT_DEV_NAME"),
+            "linkinfo": {"info_kind": linkinfo.get_attr("IFLA_INFO_KIND") or ""} if linkinfo else None}
+    return from_netlink(link, [], [], sys_class_net)
+
+
 def _dst(route: dict[str, Any]) -> str:
     """`default` for IPv4, `::/0` for IPv6 (gather tags each route with its family)."""
     dst = route.get("dst", "")

@@ -87,6 +87,20 @@ def test_lo_and_the_tunnel_itself_never_count(tmp_path):
     assert leak_capable(LinkFacts("wg1", kind="wireguard", catch_all_routes=("default",)), "wg0")
 
 
+def test_a_new_link_message_as_the_guard_receives_it(tmp_path):
+    from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
+
+    usb = ifinfmsg()
+    usb["attrs"] = [("IFLA_IFNAME", "usb0"), ("IFLA_PARENT_DEV_NAME", "1-1:1.0")]
+    assert inventory.hardware_backed(inventory.from_rtnl(usb, sys_class_net=None))
+    plain = ifinfmsg()
+    plain["attrs"] = [("IFLA_IFNAME", "x0")]
+    assert not inventory.hardware_backed(inventory.from_rtnl(plain, _sysfs(tmp_path, "x0")))
+    radio = tmp_path / "radio"
+    radio.mkdir()
+    assert inventory.hardware_backed(inventory.from_rtnl(plain, _sysfs(radio, "x0", phy=True)))
+
+
 def test_iw_phy_output_names_every_radio():
     text = "Wiphy phy0\n\twiphy index: 0\n\tmax # scan SSIDs: 4\nWiphy phy3\n\tBand 1:\n"
     assert inventory.parse_iw_phy(text) == ["phy0", "phy3"]
