@@ -24,21 +24,16 @@ def _uapi(ifname: str) -> dict[str, Any] | None:
 
 
 def _addrs(ns: str | None, dev: str) -> tuple[str, list[str]]:
-    link = netns.link(ns, dev)
-    if link is None:
-        return "missing", []
-    data = netns.ip_json(ns, "addr", "show", "dev", dev)
-    addrs = [f"{a['local']}/{a['prefixlen']}" for a in (data[0].get("addr_info", []) if data else [])
-             if a.get("scope") != "link"]
-    return str(link.get("operstate", "UNKNOWN")), addrs
+    u = _uplink(ns, dev)
+    return u["state"], u["addresses"]
 
 
 def _uplink_missing() -> dict[str, Any]:
     return {"state": "missing", "addresses": [], "global_addresses": [], "admin_up": None, "carrier": None}
 
 
-def _uplink(ns: str, name: str) -> dict[str, Any]:
-    """State of one moved interface: link flags and addresses."""
+def _uplink(ns: str | None, name: str) -> dict[str, Any]:
+    """State of one interface (an uplink, or the tunnel): operstate, flags and addresses."""
     link = netns.link(ns, name)
     if link is None:
         return _uplink_missing()
