@@ -159,18 +159,27 @@ def guard(physical: str, watch_tunnel: bool) -> None:
 @main.command()
 @click.option("--physical", default="physical", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Everything, machine-readable.")
-def status(physical: str, as_json: bool) -> None:
-    """Show the tunnel, the moved interfaces and each peer.
+@click.option("--check", is_flag=True,
+              help="Print only the problems; exit 1 when there is any (for scripts and monitoring).")
+def status(physical: str, as_json: bool, check: bool) -> None:
+    """Show the tunnel, the moved interfaces and each peer, problems first.
+
+    A problem is anything that stops traffic (engine gone, no recent handshake, no usable
+    uplink) or could let it around the tunnel (a hardware device, or one with a default
+    route, next to the tunnel).
 
     \b
-    Example:  nsroute status --json | jq .peers
+    Examples:  nsroute status --json | jq .problems
+               nsroute status --check || notify-send "VPN broken"
     """
     from .host import commands
 
     try:
-        commands.status(physical=physical, as_json=as_json)
+        healthy = commands.status(physical=physical, as_json=as_json, check=check)
     except commands.HostError as e:
         raise _fail(e) from None
+    if check and not healthy:
+        sys.exit(1)
 
 
 @main.command(name="exec", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})

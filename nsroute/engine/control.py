@@ -8,6 +8,7 @@ import os
 import socket
 import stat
 
+from .. import fsmode
 from .uapi import SOCKET_DIR, UAPIError, socket_path
 
 log = logging.getLogger("nsroute.uapi")
@@ -25,7 +26,7 @@ class ControlSocket:
         """`handler(op, lines) -> str` returns the reply body (without errno) or raises UAPIError."""
         self.path = socket_path(ifname)
         self.handler = handler
-        os.makedirs(SOCKET_DIR, mode=0o755, exist_ok=True)
+        fsmode.make_dirs(SOCKET_DIR, 0o755)  # wireguard-go's 0755, whatever the umask
         if os.path.exists(self.path):
             probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             try:
@@ -45,6 +46,9 @@ class ControlSocket:
         os.chmod(self.path, 0o600)
         self.listener.listen(16)
         self.inode = os.stat(self.path).st_ino
+        # Opened while still root: if the engine, unprivileged later, may not search the
+        # directory (someone else's 0700 /run/wireguard), removal still shows as nlink 0.
+        self.pinned = os.open(self.path, os.O_PATH | os.O_CLOEXEC)
         self.clients: dict[int, tuple[socket.socket, bytearray]] = {}
 
     def still_there(self) -> bool:
@@ -53,6 +57,8 @@ class ControlSocket:
             st = os.stat(self.path)
         except FileNotFoundError:
             return False
+        except PermissionError:
+            return os.fstat(self.pinned).st_nlink > 0
         return st.st_ino == self.inode and stat.S_ISSOCK(st.st_mode)
 
     def accept(self) -> list[socket.socket]:
@@ -143,6 +149,7 @@ class ControlSocket:
         for fd in list(self.clients):
             self.drop(fd)
         self.listener.close()
+        os.close(self.pinned)
         try:
             if os.stat(self.path).st_ino == self.inode:
                 os.unlink(self.path)

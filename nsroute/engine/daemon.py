@@ -7,6 +7,7 @@ import os
 import sys
 import time
 
+from .. import fsmode
 from ..config import ConfigError
 from ..config import load as load_config
 from . import privileges, uapi
@@ -117,8 +118,7 @@ def run_engine(ifname: str, config_file: str | None = None, socket_netns: str | 
         os.write(ready_w, f"{e}\n".encode())
         os._exit(1)
     if pidfile:
-        with open(pidfile, "w") as f:
-            f.write(f"{os.getpid()}\n")
+        fsmode.write_file(pidfile, f"{os.getpid()}\n", 0o644)
     if account is not None:
         engine.prepare_stats_file()
         try:
@@ -193,7 +193,7 @@ def _open_log() -> int | None:
     log_path = os.environ.get("NSROUTE_LOG")
     if not log_path:
         return None
-    return os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+    return fsmode.open_file(log_path, os.O_WRONLY | os.O_APPEND, 0o600)
 
 
 def _detach_stdio(log_fd: int | None, keep: bool = False) -> None:

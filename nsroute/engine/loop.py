@@ -48,6 +48,7 @@ import socket
 import time
 from collections import Counter
 
+from .. import fsmode
 from ..wireguard.device import Device
 from ..wireguard.warmup import Scratch
 from . import gso, sticky, uapi, vnet
@@ -629,8 +630,8 @@ class Engine:
     def _replace_stats_file(self, path: str) -> bool:
         tmp = f"{path}.{os.getpid()}.tmp"
         try:
-            os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            fsmode.make_dirs(os.path.dirname(path), 0o755)
+            fd = fsmode.open_file(tmp, os.O_WRONLY | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "w") as f:
                 json.dump(self.stats(), f, sort_keys=True)
             os.replace(tmp, path)

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from .. import config as wgconfig
+from .. import fsmode
 from . import block, dhcp, dns, hooks, kernelwg, netns, networkmanager, procs, tunnel, wifi
 from . import guard as guard_mod
 from . import interfaces as ifaces
@@ -142,7 +143,7 @@ def _up_steps(cfg: wgconfig.Config, st: State, store: Store, wireless: list[str]
     etc = Path("/etc/netns") / phys
     st.etc_netns_created = not etc.exists()
     store.save(st)
-    etc.mkdir(parents=True, exist_ok=True)
+    fsmode.make_dirs(etc, 0o755)  # programs run by `exec` as any user read resolv.conf here
     dns.write_in_place(str(etc / "resolv.conf"), dns.physical_side(dns.read()))
     store.mark(st, "etc-netns")
 
@@ -327,9 +328,7 @@ def _create_ns(st: State) -> str | None:
 def _write_engine_pidfile(store: Store, pid: int) -> None:
     """The engine's PID for scripts (the systemd units watch the guard's pidfile instead)."""
     pidfile = store.dir / f"{store.path.stem}.engine.pid"
-    tmp = pidfile.with_suffix(".pidtmp")
-    tmp.write_text(f"{pid}\n")
-    os.replace(tmp, pidfile)
+    fsmode.replace_file(pidfile, f"{pid}\n", 0o644)
 
 
 def _dns(cfg: wgconfig.Config, st: State, store: Store, path: str) -> None:
@@ -413,7 +412,7 @@ def _up_into(cfg: wgconfig.Config, into: str, backend: str = "auto") -> None:
             if not etc.exists():
                 st.etc_netns_created = True
                 store.save(st)
-                etc.mkdir(parents=True)
+                fsmode.make_dirs(etc, 0o755)
             _dns(cfg, st, store, str(etc / "resolv.conf"))
         hooks.run("PostUp", cfg.interface.hooks["postup"], cfg.name)
         store.mark(st, "postup")
@@ -587,11 +586,17 @@ def guard(physical: str = "physical", watch_tunnel: bool = False) -> int:
                            watch if watch_tunnel else None)
 
 
-def status(physical: str = "physical", as_json: bool = False) -> None:
-    """Print the state of the tunnel, the moved interfaces and each peer."""
+def status(physical: str = "physical", as_json: bool = False, check: bool = False) -> bool:
+    """Print the state of the tunnel, the moved interfaces and each peer; True when healthy.
+
+    `check` prints only the verdict and the problems (the JSON stays whole)."""
     store = Store(state_key(physical))
     if not store.exists():
         raise HostError(f"not up: no state for physical namespace '{physical}' in {run_dir()}")
     st = _load_state(store)
     info = status_mod.gather(st, guard=guard_mod.Record.load(guard_mod.record_path(store.dir, store.path.stem)))
-    print(status_mod.to_json(info) if as_json else status_mod.render(info))
+    if as_json:
+        print(status_mod.to_json(info))
+    else:
+        print(status_mod.render_check(info) if check else status_mod.render(info))
+    return info["healthy"]

@@ -19,6 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from .. import fsmode
 from ..wireguard import keys
 from . import simhost
 from .selfcmd import nsroute_argv
@@ -123,14 +124,14 @@ class Demo:
 
     def write_config(self) -> None:
         self.config = self.tmp / f"{self.tun}.conf"
-        self.config.write_text(
+        fsmode.write_file(
+            self.config,
             "[Interface]\n"
             f"PrivateKey = {keys.to_base64(self.client_priv)}\n"
             "Address = 10.99.0.2/32\nDNS = 10.99.0.1\n\n"
             "[Peer]\n"
             f"PublicKey = {keys.to_base64(keys.public_key(self.server_priv))}\n"
-            f"AllowedIPs = 0.0.0.0/0\nEndpoint = {SERVER_WAN}:51820\nPersistentKeepalive = 5\n")
-        self.config.chmod(0o600)
+            f"AllowedIPs = 0.0.0.0/0\nEndpoint = {SERVER_WAN}:51820\nPersistentKeepalive = 5\n", 0o600)
 
     # ------------------------------------------------------------------ picture
     def picture(self) -> str:

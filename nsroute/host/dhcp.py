@@ -20,6 +20,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from .. import fsmode
 from . import dns, netns, procs, selfcmd
 from .state import Proc
 
@@ -41,14 +42,12 @@ def client_argv() -> list[str] | None:
 
 def write_hook(directory: Path, name: str = "dhcp-hook") -> str:
     """A tiny executable that hands udhcpc's events to this module."""
-    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fsmode.make_dirs(directory, 0o700)
     path = directory / name
-    path.write_text(
-        "#!/bin/sh\n"
-        f"PYTHONPATH={selfcmd.package_root()}${{PYTHONPATH:+:$PYTHONPATH}} "
-        f"exec {sys.executable} -m nsroute.host.dhcp \"$@\"\n"
-    )
-    path.chmod(0o700)
+    fsmode.write_file(path,
+                      "#!/bin/sh\n"
+                      f"PYTHONPATH={selfcmd.package_root()}${{PYTHONPATH:+:$PYTHONPATH}} "
+                      f"exec {sys.executable} -m nsroute.host.dhcp \"$@\"\n", 0o700)
     return str(path)
 
 
@@ -66,7 +65,7 @@ def start(ifname: str, ns: str, resolv_path: str, hook: str, log: Path,
     env[ENV_DEFAULT] = "1" if default_route else "0"
     if metric is not None:
         env[ENV_METRIC] = str(metric)
-    with open(log, "ab") as out:
+    with os.fdopen(fsmode.open_file(log, os.O_WRONLY | os.O_APPEND, 0o600), "ab") as out:
         p = netns.popen(ns, argv, stdout=out, stderr=out, env=env)
     return procs.record(p.pid, f"dhcp {ifname}", argv)
 

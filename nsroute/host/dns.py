@@ -6,9 +6,10 @@ Written by truncate + write, never by rename: /etc/resolv.conf may be a bind mou
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 from pathlib import Path
+
+from .. import fsmode
 
 RESOLV = "/etc/resolv.conf"
 STUB_RESOLVERS = ("127.0.0.53", "127.0.0.54")
@@ -33,10 +34,10 @@ def read(path: str = RESOLV) -> str | None:
 
 
 def write_in_place(path: str, content: str) -> None:
-    """Replace the file's bytes without replacing the file (keeps bind mounts and symlinks)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    with os.fdopen(fd, "w") as f:
-        f.write(content)
+    """Replace the file's bytes without replacing the file (keeps bind mounts and symlinks).
+
+    A file created here is 0644 whatever the umask: every user's resolver reads it."""
+    fsmode.write_file(path, content, 0o644, force=False)
 
 
 def uses_stub(content: str) -> bool:

@@ -19,14 +19,16 @@ import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from .. import fsmode
+
 
 def prepare(host: str, resolv: str = "# simulated host\n") -> None:
     """Give the host its own resolv.conf (required before anything runs in it)."""
     d = Path("/etc/netns") / host
-    d.mkdir(parents=True, exist_ok=True)
+    fsmode.make_dirs(d, 0o755)
     f = d / "resolv.conf"
     if not f.exists():
-        f.write_text(resolv)
+        fsmode.write_file(f, resolv, 0o644)
 
 
 def argv(host: str, command: Sequence[str]) -> list[str]:

@@ -15,6 +15,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .. import fsmode
+
 VERSION = 1
 FAULT_ENV = "NSROUTE_FAULT_AFTER_STEP"
 
@@ -106,14 +108,8 @@ class Store:
         return State.from_json(self.path.read_text())
 
     def save(self, st: State) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        tmp = self.path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(st.to_json())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
+        fsmode.make_dirs(self.dir, 0o700)
+        fsmode.replace_file(self.path, st.to_json(), 0o600, fsync=True)
 
     def mark(self, st: State, step: str) -> None:
         """Record that `step` is done; die here if a test asked to (NSROUTE_FAULT_AFTER_STEP)."""

@@ -7,7 +7,8 @@ import json
 import time
 from typing import Any
 
-from . import block, kernelwg, netns, procs
+from . import block, health, inventory, kernelwg, netns, procs, wifi
+from .errors import HostError
 from .guard import Record
 from .state import State
 
@@ -24,13 +25,62 @@ def _uapi(ifname: str) -> dict[str, Any] | None:
 
 
 def _addrs(ns: str | None, dev: str) -> tuple[str, list[str]]:
-    link = netns.link(ns, dev)
+    u = _uplink(ns, dev)
+    return u["state"], u["addresses"]
+
+
+def _uplink_missing() -> dict[str, Any]:
+    return {"state": "missing", "addresses": [], "global_addresses": [], "admin_up": None, "carrier": None}
+
+
+def _uplink(ns: str | None, name: str) -> dict[str, Any]:
+    """State of one interface (an uplink, or the tunnel): operstate, flags and addresses."""
+    link = netns.link(ns, name)
     if link is None:
-        return "missing", []
-    data = netns.ip_json(ns, "addr", "show", "dev", dev)
-    addrs = [f"{a['local']}/{a['prefixlen']}" for a in (data[0].get("addr_info", []) if data else [])
-             if a.get("scope") != "link"]
-    return str(link.get("operstate", "UNKNOWN")), addrs
+        return _uplink_missing()
+    data = netns.ip_json(ns, "addr", "show", "dev", name)
+    info = data[0].get("addr_info", []) if data else []
+    flags = link.get("flags", [])
+    return {"state": str(link.get("operstate", "UNKNOWN")),
+            "addresses": [f"{a['local']}/{a['prefixlen']}" for a in info if a.get("scope") != "link"],
+            "global_addresses": [f"{a['local']}/{a['prefixlen']}" for a in info if a.get("scope") == "global"],
+            "admin_up": "UP" in flags, "carrier": "LOWER_UP" in flags if "UP" in flags else None}
+
+
+def _associated(ns: str, name: str) -> bool | None:
+    """Is a Wi-Fi uplink associated? (`iw dev NAME link` in its namespace; None: cannot tell)."""
+    try:
+        p = netns.run(["ip", "netns", "exec", ns, "iw", "dev", name, "link"], check=False, timeout=5)
+    except HostError:
+        return None
+    if p.returncode != 0:
+        return None
+    return not p.stdout.strip().startswith("Not connected")
+
+
+def _default_routes(ns: str) -> list[str] | None:
+    """Default routes in the physical namespace (None: cannot tell)."""
+    try:
+        return [f"{'default' if fam == 4 else '::/0'} dev {r.get('dev', '?')}" for fam in (4, 6)
+                for r in netns.ip_json(ns, f"-{fam}", "route", "show", "default")]
+    except HostError:
+        return None
+
+
+def _protected_links(ns: str | None, tunnel: str) -> list[dict[str, Any]] | None:
+    """Every device next to the tunnel, with why it could leak (None: cannot tell)."""
+    try:
+        links = inventory.gather(ns, "/sys/class/net" if ns is None else None)
+    except HostError:
+        return None
+    out = [{**ln.to_json(), "leak": inventory.leak_reason(ln, tunnel)}
+           for ln in links if ln.name not in ("lo", tunnel)]
+    if ns is None:  # a radio with no netdev yet: the next `iw phy X interface add` leaks
+        behind = {wifi.phy_of(ln.name) for ln in links if ln.wireless}
+        out += [{"name": phy, "kind": "wiphy", "hardware": True, "wireless": True, "default_routes": [],
+                 "addresses": [], "leak": "a Wi-Fi radio (no interface yet)"}
+                for phy in inventory.wiphys(None) or [] if phy not in behind]
+    return out
 
 
 def _guard(st: State, record: Record | None) -> dict[str, Any] | None:
@@ -50,14 +100,16 @@ def gather(st: State, now: float | None = None, guard: Record | None = None) -> 
     now = time.time() if now is None else now
     tun_ns = st.into if st.mode == "into" else None
     ifaces = []
+    there = st.mode == "host" and netns.exists(st.physical)
     if st.mode == "host":
-        there = netns.exists(st.physical)
         for snap in st.interfaces:
-            state_, addrs = _addrs(st.physical, snap["name"]) if there else ("missing", [])
-            dhcp = [p.pid for p in st.dhcp if p.what == f"dhcp {snap['name']}" and procs.alive(p)]
-            ifaces.append({"name": snap["name"], "state": state_, "addresses": addrs,
-                           "dhcp_pid": dhcp[0] if dhcp else None,
-                           "wireless": any(snap["name"] in w["ifaces"] for w in st.wiphys)})
+            name = snap["name"]
+            up = _uplink(st.physical, name) if there else _uplink_missing()
+            dhcp = [p.pid for p in st.dhcp if p.what == f"dhcp {name}" and procs.alive(p)]
+            wireless = any(name in w["ifaces"] for w in st.wiphys)
+            ifaces.append({"name": name, **up, "dhcp_pid": dhcp[0] if dhcp else None, "wireless": wireless,
+                           "associated": _associated(st.physical, name)
+                           if wireless and up["state"] != "missing" else None})
     tstate, taddrs = _addrs(tun_ns, st.ifname)
     kernel = st.backend == "kernel"
     if kernel:  # no engine process: the kernel's link, read over netlink where it lives
@@ -80,7 +132,7 @@ def gather(st: State, now: float | None = None, guard: Record | None = None) -> 
             "persistent_keepalive": p.get("persistent_keepalive_interval", 0),
         })
     healthy = engine_alive and dev is not None and tstate != "missing"
-    return {
+    info = {
         "state": "up" if st.complete and healthy else ("broken" if st.complete else "incomplete"),
         "mode": st.mode,
         "config": st.config_path,
@@ -96,8 +148,15 @@ def gather(st: State, now: float | None = None, guard: Record | None = None) -> 
         "dhcp_clients": [p.pid for p in st.dhcp if procs.alive(p)],
         "guard": _guard(st, guard),
         "peers": peers,
+        "physical_present": there if st.mode == "host" else None,
+        "physical_default_routes": _default_routes(st.physical) if there else None,
+        "protected_links": _protected_links(tun_ns, st.ifname),
         "steps": st.steps,
     }
+    info["problems"], info["warnings"] = health.assess(info)
+    info["healthy"] = not info["problems"]
+    return info
+
 
 
 def to_json(info: dict[str, Any]) -> str:
@@ -128,12 +187,15 @@ def _ago(seconds: float | None) -> str:
 def render(info: dict[str, Any]) -> str:
     """A few lines that answer 'am I protected?' first, details after."""
     t, e = info["tunnel"], info["engine"]
-    head = {"up": "up: all traffic goes through the tunnel",
+    head = {"up": "up: all traffic goes through the tunnel" if not info.get("problems") else
+            f"up, NOT HEALTHY: {len(info['problems'])} problem{'s' if len(info['problems']) != 1 else ''}",
             "broken": ("BROKEN: the WireGuard link is gone" if info.get("backend") == "kernel" else
                        "BROKEN: the engine is not running")
             + " - nothing leaks, but nothing passes; run `nsroute up` again",
             "incomplete": "INCOMPLETE: an `nsroute up` stopped half-way; run `nsroute down`"}[info["state"]]
     lines = [f"nsroute {head}"]
+    lines += [f"problem:   {p['message']}" for p in info.get("problems", [])]
+    lines += [f"warning:   {w['message']}" for w in info.get("warnings", [])]
     where = f"namespace {info['into']}" if info["mode"] == "into" else "this namespace"
     lines.append(f"tunnel:    {t['name']} ({t['state']}) in {where}  {' '.join(t['addresses'])}")
     eng = f"pid {e['pid']}, " if e["pid"] else ""
@@ -148,6 +210,7 @@ def render(info: dict[str, Any]) -> str:
                      f"{info['physical_namespace']} CMD, or nsroute exec, to go around the tunnel)")
         for i in info["interfaces"]:
             extra = " wireless" if i["wireless"] else ""
+            extra += " NOT ASSOCIATED" if i.get("associated") is False else ""
             extra += f" dhcp pid {i['dhcp_pid']}" if i["dhcp_pid"] else ""
             lines.append(f"  {i['name']:<10} {i['state']:<8} {' '.join(i['addresses']) or '-'}{extra}")
     g = info.get("guard")
@@ -173,3 +236,10 @@ def render(info: dict[str, Any]) -> str:
         if p["persistent_keepalive"]:
             lines.append(f"  persistent keepalive: every {p['persistent_keepalive']} seconds")
     return "\n".join(lines)
+
+
+def render_check(info: dict[str, Any]) -> str:
+    """`status --check`: the verdict and each problem, one line each, for scripts and logs."""
+    if info["problems"]:
+        return "\n".join(f"problem: {p['kind']}: {p['message']}" for p in info["problems"])
+    return "healthy: all traffic goes through the tunnel"

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from .. import config as wgconfig
+from .. import fsmode
 from ..wireguard import keys
 from . import netns, procs, selfcmd
 from .errors import HostError
@@ -110,10 +111,8 @@ def resolve_endpoints(cfg: wgconfig.Config, ns: str | None, local: bool = False)
 
 def write_private(path: Path, text: str) -> None:
     """The setconf file holds the private key: 0600 from the first byte."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
+    fsmode.make_dirs(path.parent, 0o700)
+    fsmode.write_file(path, text, 0o600)
 
 
 def uapi_path(ifname: str) -> str:
@@ -136,15 +135,15 @@ def engine_user() -> str:
 
 
 def start_engine(ifname: str, setconf: Path, tun_ns: str | None, socket_ns: str,
-                 mtu: int, log: Path, timeout: float = 20.0) -> Proc:
+                 mtu: int, log: Path, timeout: float = 60.0) -> Proc:
     """Start the engine in the foreground of a session of its own; return once it serves.
 
     Ready means: the TUN exists in `tun_ns` and the UAPI socket answers to connect.
     """
     argv = [*selfcmd.engine_argv(), ifname, "--config", str(setconf), "--socket-netns", socket_ns,
             "--foreground", "--mtu", str(mtu), "--user", engine_user()]
-    log.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    with open(log, "ab") as out:
+    fsmode.make_dirs(log.parent, 0o700)
+    with os.fdopen(fsmode.open_file(log, os.O_WRONLY | os.O_APPEND, 0o600), "ab") as out:
         p = netns.popen(tun_ns, argv, stdout=out, stderr=out)
     rec = procs.record(p.pid, "engine", argv)
     end = time.monotonic() + timeout

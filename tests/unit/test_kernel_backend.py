@@ -234,6 +234,8 @@ def test_status_of_a_kernel_tunnel(monkeypatch):
     monkeypatch.setattr(status.netns, "exists", lambda ns: True)
     monkeypatch.setattr(status, "_uapi", lambda name: pytest.fail("asked a UAPI socket"))
     monkeypatch.setattr(status.kernelwg, "device", lambda name, ns: kernelwg.parse_device(_kernel_answer(10_000)))
+    monkeypatch.setattr(status, "_default_routes", lambda ns: ["default dev eth0"])
+    monkeypatch.setattr(status, "_protected_links", lambda ns, tunnel: [])
     info = status.gather(st, now=10_000)
     assert info["state"] == "up" and info["backend"] == "kernel"
     assert info["engine"] == {"pid": None, "running": True, "answering": True}
