@@ -167,12 +167,12 @@ class Site:
                 timeout: float = 120) -> subprocess.CompletedProcess:
         return nsroute(self.laptop.name, *args, env={**self.env(), **(env or {})}, timeout=timeout)
 
-    def up(self, *extra: str, env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess:
+    def up(self, *extra: str, env: Mapping[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
         return self.nsroute("up", str(self.config), "--physical", self.physical,
-                            "--interface", "eth0", "--interface", "eth1", *extra, env=env)
+                            "--interface", "eth0", "--interface", "eth1", *extra, env=env, timeout=timeout)
 
-    def down(self) -> subprocess.CompletedProcess:
-        return self.nsroute("down", "--physical", self.physical)
+    def down(self, timeout: float = 120) -> subprocess.CompletedProcess:
+        return self.nsroute("down", "--physical", self.physical, timeout=timeout)
 
     def picture(self) -> dict[str, str]:
         """What must come back byte for byte after `down` (lifetimes aside)."""

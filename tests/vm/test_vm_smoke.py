@@ -28,6 +28,8 @@ MUST_PASS = [
     "test_offload_kernel::test_uso_writes_or_their_fallback",
     "test_kernel_interop::test_nsroute_follows_roaming_kernel_peer",
     "test_wifi::test_wifi_moves_to_physical_and_back",
+    "test_hotplug::test_new_uplinks_move_out_and_nothing_leaks[userspace]",
+    "test_hotplug::test_new_uplinks_move_out_and_nothing_leaks[kernel]",
 ]
 
 

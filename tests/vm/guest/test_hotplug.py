@@ -21,6 +21,7 @@ import json
 import os
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -105,25 +106,29 @@ def del_radio_in(ns: str, phy: str) -> None:
 
 
 class LinkWatch:
-    """When each netdev appeared here, from the same kernel notification the guard gets."""
+    """When each netdev appeared here, from the same kernel notification the guard gets.
+
+    A thread receives as the messages come, so each is stamped on arrival, not when the
+    test gets round to reading them.
+    """
 
     def __init__(self) -> None:
         self.sock = guard._netlink(socket.NETLINK_ROUTE, [guard.RTMGRP_LINK])
-        self.sock.setblocking(False)
         self.first: dict[int, tuple[float, str]] = {}
+        threading.Thread(target=self._receive, daemon=True).start()
 
-    def drain(self) -> dict[int, tuple[float, str]]:
+    def _receive(self) -> None:
         while True:
             try:
                 data = self.sock.recv(1 << 16)
-            except BlockingIOError:
-                return self.first
+            except OSError:
+                return
             now = time.time()
             for index, name in guard.new_links(data):
                 self.first.setdefault(index, (now, name))
 
     def appeared(self, name: str | None = None, index: int | None = None) -> float:
-        for i, (t, n) in self.drain().items():
+        for i, (t, n) in list(self.first.items()):
             if i == index or n == name:
                 return t
         raise AssertionError(f"no RTM_NEWLINK seen for {name or index}: {self.first}")
@@ -277,7 +282,7 @@ def test_new_uplinks_move_out_and_nothing_leaks(site, backend):
         print(f"{time.monotonic() - t0:6.1f}s {what}")
 
     L = site.laptop
-    r = site.up("--backend", backend)
+    r = site.up("--backend", backend, timeout=600)  # minutes under TCG on a busy host
     assert r.returncode == 0, r.stderr
     mark("up")
     before_phys = phys_here()
@@ -309,7 +314,7 @@ def test_new_uplinks_move_out_and_nothing_leaks(site, backend):
         # each moved within a second of the kernel announcing it
         for m, seen in ((dongle, plugged), (usb, watch.appeared(index=usb["index"]))):
             print(f"{m['what']} {m['name']}: moved {m['time'] - seen:.3f}s after it appeared")
-            assert m["time"] - seen < 1.0, (m, seen)
+            assert 0 <= m["time"] - seen < 1.0, (m, seen)
 
         # The tunnel dies: the engine is killed (or the kernel link deleted); nothing changes.
         if backend == "userspace":
@@ -341,7 +346,7 @@ def test_new_uplinks_move_out_and_nothing_leaks(site, backend):
         watch.sock.close()
         if client.poll() is None:
             client.kill()
-        r = site.down()
+        r = site.down(timeout=600)
     assert r.returncode == 0, r.stderr
     mark("down")
     # `down` hands every device back: the radios that moved, the USB NIC.
