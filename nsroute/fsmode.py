@@ -51,19 +51,14 @@ def open_file(path: str | os.PathLike[str], flags: int, mode: int, force: bool =
     flags |= os.O_CLOEXEC
     if force:
         fd = os.open(path, flags | os.O_CREAT, mode)
+    else:
         try:
-            os.fchmod(fd, mode)
-        except BaseException:
-            os.close(fd)
-            raise
-        return fd
-    try:
-        fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, mode)
-    except FileExistsError:
-        try:
-            return os.open(path, flags & ~os.O_CREAT)
-        except FileNotFoundError:  # a dangling symlink: create its target, as O_CREAT does
-            fd = os.open(path, flags | os.O_CREAT, mode)
+            fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, mode)
+        except FileExistsError:
+            try:
+                return os.open(path, flags & ~os.O_CREAT)
+            except FileNotFoundError:  # a dangling symlink: create its target, as O_CREAT does
+                fd = os.open(path, flags | os.O_CREAT, mode)
     try:
         os.fchmod(fd, mode)
     except BaseException:

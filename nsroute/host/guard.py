@@ -399,10 +399,10 @@ def start(physical: str, store_dir: Path, stem: str, timeout: float = 60.0) -> P
     while Record.load(path).pid != p.pid:
         code = p.poll()
         if code is not None:
-            raise HostError(f"the hot-plug guard exited with status {code}: {_last_line(log)}")
+            raise HostError(f"the hot-plug guard exited with status {code}: {procs.last_line(log)}")
         if time.monotonic() > end:
             procs.stop(rec)
-            raise HostError(f"the hot-plug guard did not start within {timeout:g}s: {_last_line(log)}")
+            raise HostError(f"the hot-plug guard did not start within {timeout:g}s: {procs.last_line(log)}")
         time.sleep(0.02)
     pidfile = store_dir / f"{stem}.guard.pid"  # what the systemd units watch
     tmp = pidfile.with_suffix(".pidtmp")
@@ -411,14 +411,6 @@ def start(physical: str, store_dir: Path, stem: str, timeout: float = 60.0) -> P
         f.write(f"{p.pid}\n")
     os.replace(tmp, pidfile)
     return rec
-
-
-def _last_line(log: Path) -> str:
-    try:
-        lines = [ln.strip() for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
-    except OSError:
-        return "(no output)"
-    return lines[-1] if lines else "(no output)"
 
 
 def baseline() -> dict[str, list[int]]:

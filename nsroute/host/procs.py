@@ -88,3 +88,12 @@ def find(program: str, netns_path: str | None = None) -> list[tuple[int, list[st
             continue
         found.append((int(d.name), [a.decode() for a in argv if a]))
     return found
+
+
+def last_line(log: Path) -> str:
+    """The last non-empty line a process wrote to its log: what to tell when it failed."""
+    try:
+        lines = [ln.strip() for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return "(no output)"
+    return lines[-1] if lines else "(no output)"

@@ -150,12 +150,12 @@ def start_engine(ifname: str, setconf: Path, tun_ns: str | None, socket_ns: str,
     while True:
         code = p.poll()
         if code is not None:
-            raise HostError(f"the engine exited with status {code}: {_last_line(log)}")
+            raise HostError(f"the engine exited with status {code}: {procs.last_line(log)}")
         if netns.link(tun_ns, ifname) is not None and _uapi_ready(ifname):
             return rec
         if time.monotonic() > end:
             procs.stop(rec)
-            raise HostError(f"the engine did not come up within {timeout:g}s: {_last_line(log)}")
+            raise HostError(f"the engine did not come up within {timeout:g}s: {procs.last_line(log)}")
         time.sleep(0.05)
 
 
@@ -168,14 +168,6 @@ def _uapi_ready(ifname: str) -> bool:
         return False
     finally:
         s.close()
-
-
-def _last_line(log: Path) -> str:
-    try:
-        lines = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
-    except OSError:
-        return "(no output)"
-    return lines[-1].strip() if lines else "(no output)"
 
 
 def route_commands(cfg: wgconfig.Config, ifname: str) -> list[list[str]]:

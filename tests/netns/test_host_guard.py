@@ -17,18 +17,13 @@ from pathlib import Path
 import pytest
 
 from tests.support.hosts import BEHIND4, Site
-from tests.support.netns import wait_for
+from tests.support.netns import ok, wait_for
 
 pytestmark = pytest.mark.root
 
 
-def _ok(p):
-    assert p.returncode == 0, f"exit {p.returncode}\nstdout: {p.stdout}\nstderr: {p.stderr}"
-    return p
-
-
 def _status(site: Site) -> dict:
-    return json.loads(_ok(site.nsroute("status", "--physical", site.physical, "--json")).stdout)
+    return json.loads(ok(site.nsroute("status", "--physical", site.physical, "--json")).stdout)
 
 
 def _gone(pid: int) -> bool:
@@ -42,14 +37,14 @@ def _gone(pid: int) -> bool:
 def test_guard_outlives_the_engine_and_up_restarts_only_what_died(lab, tmp_path):
     site = Site(lab, tmp_path, dhcp=False)
     before = site.picture()
-    _ok(site.up())
+    ok(site.up())
     info = _status(site)
     g, engine = info["guard"], info["engine"]["pid"]
     assert g["running"] and g["block"] and g["moved"] == [] and g["errors"] == [], g
     assert "nsroute_guard" in site.laptop.exec("nft", "list", "tables").stdout
     pidfile = Path(site.run_dir, f"host-{site.physical}.guard.pid")
     assert pidfile.read_text().strip() == str(g["pid"])
-    text = _ok(site.nsroute("status", "--physical", site.physical)).stdout
+    text = ok(site.nsroute("status", "--physical", site.physical)).stdout
     assert f"guard:     pid {g['pid']}, running; block table in place" in text, text
 
     # The engine dies: the guard (no supervisor asked otherwise) keeps guarding.
@@ -57,7 +52,7 @@ def test_guard_outlives_the_engine_and_up_restarts_only_what_died(lab, tmp_path)
     wait_for(lambda: not _status(site)["engine"]["running"], what="the engine to be gone")
     time.sleep(1)
     assert not _gone(g["pid"]) and _status(site)["guard"]["running"]
-    _ok(site.up())
+    ok(site.up())
     info = _status(site)
     assert info["guard"]["pid"] == g["pid"] and info["engine"]["pid"] != engine
     site.laptop.exec("ping", "-c", "1", "-W", "5", BEHIND4)
@@ -66,15 +61,15 @@ def test_guard_outlives_the_engine_and_up_restarts_only_what_died(lab, tmp_path)
     engine = info["engine"]["pid"]
     os.kill(g["pid"], signal.SIGKILL)
     wait_for(lambda: not _status(site)["guard"]["running"], what="status to see the guard gone")
-    assert "NOT RUNNING" in _ok(site.nsroute("status", "--physical", site.physical)).stdout
-    p = _ok(site.up())
+    assert "NOT RUNNING" in ok(site.nsroute("status", "--physical", site.physical)).stdout
+    p = ok(site.up())
     assert "hot-plug guard is gone; restarting it" in p.stderr, p.stderr
     info = _status(site)
     assert info["guard"]["running"] and info["guard"]["pid"] != g["pid"]
     assert info["engine"]["pid"] == engine
     assert pidfile.read_text().strip() == str(info["guard"]["pid"])
 
-    _ok(site.down())
+    ok(site.down())
     assert _gone(info["guard"]["pid"])
     assert site.picture() == before  # the block table included
 
@@ -83,7 +78,7 @@ def test_supervised_guard_ends_with_the_engine_so_one_restart_brings_both(lab, t
     """What the systemd units rely on: they watch the guard (NSROUTE_GUARD_WATCH_TUNNEL=1)."""
     site = Site(lab, tmp_path, dhcp=False)
     env = {"NSROUTE_GUARD_WATCH_TUNNEL": "1"}
-    _ok(site.up(env=env))
+    ok(site.up(env=env))
     info = _status(site)
     guard_pid, engine = info["guard"]["pid"], info["engine"]["pid"]
     os.kill(engine, signal.SIGKILL)
@@ -92,11 +87,11 @@ def test_supervised_guard_ends_with_the_engine_so_one_restart_brings_both(lab, t
     assert "ended; ending too" in log, log
     # the block stays while nothing runs: it is the kernel's, not a process's
     assert "nsroute_guard" in site.laptop.exec("nft", "list", "tables").stdout
-    _ok(site.up(env=env))  # what the unit's restart runs
+    ok(site.up(env=env))  # what the unit's restart runs
     info = _status(site)
     assert info["guard"]["running"] and info["engine"]["running"]
     site.laptop.exec("ping", "-c", "1", "-W", "5", BEHIND4)
     # and the new guard watches the new engine
     os.kill(info["engine"]["pid"], signal.SIGKILL)
     wait_for(lambda: _gone(info["guard"]["pid"]), 10, what="the new guard to end with the new engine")
-    _ok(site.down())
+    ok(site.down())

@@ -20,16 +20,12 @@ from pathlib import Path
 import pytest
 
 from tests.support.hosts import BEHIND4, VPN_NAME, Site
+from tests.support.netns import ok
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
 XFER = [sys.executable, "-m", "tests.support.xfer"]
-
-
-def _ok(p):
-    assert p.returncode == 0, f"exit {p.returncode}\nstdout: {p.stdout}\nstderr: {p.stderr}"
-    return p
 
 
 class FreshBoot:
@@ -98,7 +94,7 @@ def test_up_under_umask_077_on_a_fresh_run_keeps_the_tunnel_and_exec_resolves(la
 
     up = boot.nsroute("up", str(site.config), "--physical", site.physical,
                       "--interface", "eth0", "--interface", "eth1")
-    _ok(up)
+    ok(up)
     started = time.monotonic()
     try:
         # the modes nsroute meant, not what the umask left
@@ -110,10 +106,10 @@ def test_up_under_umask_077_on_a_fresh_run_keeps_the_tunnel_and_exec_resolves(la
 
         # an unprivileged user, on purpose outside the tunnel, resolves a name through the
         # physical side: the router's dnsmasq answers vpn.nsr.test
-        cat = _ok(boot.nsroute("exec", "--physical", site.physical, "--user", "nobody", "--",
+        cat = ok(boot.nsroute("exec", "--physical", site.physical, "--user", "nobody", "--",
                                "cat", "/etc/resolv.conf")).stdout
         assert "nameserver 192.168.60.1" in cat
-        got = _ok(boot.nsroute("exec", "--physical", site.physical, "--user", "nobody", "--",
+        got = ok(boot.nsroute("exec", "--physical", site.physical, "--user", "nobody", "--",
                                "getent", "hosts", VPN_NAME)).stdout.split()
         assert got[0] == "172.16.70.2", got
 
@@ -127,5 +123,5 @@ def test_up_under_umask_077_on_a_fresh_run_keeps_the_tunnel_and_exec_resolves(la
         assert check.returncode == 0, check.stdout + check.stderr
     finally:
         down = boot.nsroute("down", "--physical", site.physical)
-    _ok(down)
+    ok(down)
     assert not boot.run("test", "-e", f"/var/run/wireguard/{site.tun}.sock").returncode == 0

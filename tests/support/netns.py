@@ -25,6 +25,12 @@ def run(cmd: Sequence[str], check: bool = True, timeout: float = 60, **kw) -> su
     return p
 
 
+def ok(p: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    """Assert a command succeeded, showing its exit status and both outputs when it did not."""
+    assert p.returncode == 0, f"exit {p.returncode}\nstdout: {p.stdout}\nstderr: {p.stderr}"
+    return p
+
+
 class Netns:
     """A named network namespace with helpers to run commands inside it."""
 
