@@ -167,6 +167,16 @@ def test_resolved_gets_tunnel_dns_and_exec_asks_the_lan(site, backend):
     assert counter(router, "dns") > 0, "exec's lookup did not reach the LAN's DNS server"
     assert getent("ip", "netns", "exec", "physical") == LAN_ANSWER
 
+    # the tunnel link is lost (engine gone, link deleted): `up` again makes a new one, and
+    # resolved must hear of it, or the protected side has no DNS at all
+    sh("ip", "link", "del", "wg0")
+    p = subprocess.run(["nsroute", "up", str(site["conf"]), "--backend", backend],
+                       capture_output=True, text=True, timeout=180)
+    assert p.returncode == 0, p.stderr
+    sh("resolvectl", "flush-caches")
+    assert wait_answer(TUNNEL_ANSWER) == TUNNEL_ANSWER
+    assert "10.99.0.1" in sh("resolvectl", "dns", "wg0").stdout
+
     p = subprocess.run(["nsroute", "down"], capture_output=True, text=True, timeout=180)
     assert p.returncode == 0, p.stderr
     out = sh("resolvectl", "dns").stdout
