@@ -4,6 +4,8 @@ What `ip netns exec` does, plus what a desktop user needs from it. A forked chil
 a private mount namespace (so nothing it mounts is seen elsewhere), joins the physical
 network namespace, mounts a sysfs of that namespace on /sys, bind-mounts every file of
 /etc/netns/NAME over /etc (resolv.conf: names resolve through the physical network),
+with nsswitch.conf there without nss-resolve and resolved's socket directory hidden under
+an empty tmpfs, so no lookup goes to the protected side's resolved (host/resolved.py),
 then becomes the invoking user and execs CMD. The parent stays behind to hand the
 terminal to CMD, forward signals to it, and report its exit status (128+N for signal N).
 """
@@ -21,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .engine.nsenter import netns_path, setns
-from .host import userenv
+from .host import resolved, userenv
 from .host.state import Store, run_dir, state_key
 
 __all__ = ["ExecError", "run", "FORWARDED"]
@@ -106,11 +108,28 @@ def enter(physical: str) -> None:
     except OSError:
         pass  # as ip(8): programs still run, /sys/class/net is merely stale
     etc = Path("/etc/netns") / physical
+    _hide_resolved()
     if etc.is_dir():
         for entry in sorted(etc.iterdir()):
             dest = Path("/etc") / entry.name
             if dest.exists():
                 _mount(str(entry), str(dest), None, MS_BIND)
+
+
+def _hide_resolved() -> None:
+    """An empty tmpfs over resolved's run directory: no nss-resolve socket, so no lookup of
+    CMD goes to the protected side's resolved (and through the tunnel).
+
+    The regular files there (stub-resolv.conf, resolv.conf: /etc/resolv.conf may link to
+    either) come back empty, for the /etc/netns bind that follows the link to land on.
+    """
+    run = Path(resolved.RUN_DIR)
+    if not run.is_dir():
+        return
+    files = [p.name for p in run.iterdir() if p.is_file() and not p.is_symlink()]
+    _check(_libc.mount(b"tmpfs", str(run).encode(), b"tmpfs", 0, b"mode=0755,size=64k"), f"mount {run}")
+    for name in files:
+        (run / name).touch()
 
 
 def become(target: userenv.Target) -> None:

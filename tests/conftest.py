@@ -9,6 +9,9 @@ from tests.support.netns import lab as _lab
 # test asserts their results; on the host they are not collected at all, rather than
 # showing up as skipped.
 collect_ignore_glob = [] if os.environ.get("NSROUTE_VM") == "1" else ["vm/guest/*"]
+# Likewise the desktop tier's guest tests (scripts/desktop-run sets NSROUTE_DESKTOP=1).
+if os.environ.get("NSROUTE_DESKTOP") != "1":
+    collect_ignore_glob.append("desktop/guest/*")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -16,7 +16,19 @@ from pathlib import Path
 
 from .. import config as wgconfig
 from .. import fsmode
-from . import block, dhcp, dns, hooks, kernelwg, netns, networkmanager, procs, tunnel, wifi
+from . import (
+    block,
+    dhcp,
+    dns,
+    hooks,
+    kernelwg,
+    netns,
+    networkmanager,
+    procs,
+    resolved,
+    tunnel,
+    wifi,
+)
 from . import guard as guard_mod
 from . import interfaces as ifaces
 from . import status as status_mod
@@ -145,6 +157,8 @@ def _up_steps(cfg: wgconfig.Config, st: State, store: Store, wireless: list[str]
     store.save(st)
     fsmode.make_dirs(etc, 0o755)  # programs run by `exec` as any user read resolv.conf here
     dns.write_in_place(str(etc / "resolv.conf"), dns.physical_side(dns.read()))
+    if st.etc_netns_created:  # removed with the directory
+        resolved.write_physical_nsswitch(etc)
     store.mark(st, "etc-netns")
 
     _guard_up(st, store)
@@ -334,6 +348,13 @@ def _write_engine_pidfile(store: Store, pid: int) -> None:
 def _dns(cfg: wgconfig.Config, st: State, store: Store, path: str) -> None:
     if not (cfg.interface.dns_servers or cfg.interface.dns_search):
         return
+    if st.mode == "host" and resolved.in_use(path):
+        st.resolved_link = cfg.name
+        store.save(st)
+        _say(f"systemd-resolved: DNS {' '.join(map(str, cfg.interface.dns_servers))} for {cfg.name}, domain ~.")
+        resolved.set_link(cfg.name, [str(s) for s in cfg.interface.dns_servers], cfg.interface.dns_search)
+        store.mark(st, "dns")
+        return
     st.resolv_path = path
     st.resolv_saved = dns.read(path) or ""
     store.save(st)  # the old content is safe on disk before the file changes
@@ -376,6 +397,8 @@ def _restart_tunnel(cfg: wgconfig.Config, st: State, store: Store, backend: str)
     socket_ns = st.physical if st.mode == "host" else netns.path_of(None)
     try:
         _engine_and_tunnel(cfg, st, store, tun_ns=tun_ns, socket_ns=socket_ns, local_resolve=st.mode == "into")
+        if st.resolved_link:  # a new link: resolved knows nothing of it yet
+            resolved.set_link(st.ifname, [str(s) for s in cfg.interface.dns_servers], cfg.interface.dns_search)
     except HostError as e:
         raise HostError(f"{e} (the interfaces stay in the physical namespace: nothing leaks)") from None
 
@@ -477,6 +500,8 @@ def teardown(st: State, store: Store, run_hooks: bool) -> list[str]:
         warnings += hooks.run("PreDown", _hooks_of(st, "predown"), st.ifname, strict=False)
     tun_ns = st.into if st.mode == "into" else None
     procs.stop(st.guard)
+    if st.resolved_link:  # while the link is there to name
+        warnings += [w for w in [resolved.revert_link(st.resolved_link)] if w]
     procs.stop(st.engine)
     if st.mode == "into" and not netns.exists(st.into or ""):
         pass  # the container is gone, and its tunnel with it

@@ -73,6 +73,7 @@ class State:
     tunnel_addresses: list[str] = field(default_factory=list)
     resolv_path: str = ""
     resolv_saved: str | None = None  # previous content, written back by `down`
+    resolved_link: str = ""  # the tunnel link given DNS in systemd-resolved (reverted by `down`)
     complete: bool = False
 
     def done(self, step: str) -> bool:

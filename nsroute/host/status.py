@@ -144,7 +144,8 @@ def gather(st: State, now: float | None = None, guard: Record | None = None) -> 
         "backend": st.backend,
         "engine": {"pid": st.engine.pid if st.engine and not kernel else None, "running": engine_alive,
                    "answering": dev is not None},
-        "dns": {"file": st.resolv_path or None, "managed": bool(st.resolv_path)},
+        "dns": {"file": st.resolv_path or None, "managed": bool(st.resolv_path),
+                "resolved_link": st.resolved_link or None},
         "dhcp_clients": [p.pid for p in st.dhcp if procs.alive(p)],
         "guard": _guard(st, guard),
         "peers": peers,
@@ -225,6 +226,8 @@ def render(info: dict[str, Any]) -> str:
             lines.append(f"  error: {e}")
     if info["dns"]["managed"]:
         lines.append(f"dns:       {info['dns']['file']} points into the tunnel")
+    if info["dns"].get("resolved_link"):
+        lines.append(f"dns:       systemd-resolved sends every name (~.) to {info['dns']['resolved_link']}")
     for p in info["peers"]:
         lines += [
             f"peer {p['public_key']}",

@@ -1,0 +1,34 @@
+"""The desktop tier runs for real: the guest session passed, and its tests were not skipped.
+
+Why names and not only the exit status: a guest test that skipped exits 0 too, and would
+turn the tier green without testing anything.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+pytestmark = pytest.mark.vm
+
+MUST_PASS = [
+    "test_boot::test_systemd_desktop_booted",
+    "test_boot::test_kernel_modules_load",
+    "test_resolved::test_resolved_gets_tunnel_dns_and_exec_asks_the_lan[userspace]",
+    "test_resolved::test_resolved_gets_tunnel_dns_and_exec_asks_the_lan[kernel]",
+]
+
+
+def test_desktop_session_passed(desktop_run):
+    assert desktop_run.returncode == 0, (
+        f"guest pytest exited {desktop_run.returncode}:\n{desktop_run.tail()}"
+    )
+
+
+@pytest.mark.parametrize("name", MUST_PASS)
+def test_desktop_test_ran(desktop_run, name):
+    if os.environ.get("NSROUTE_DESKTOP_TESTS"):
+        pytest.skip("NSROUTE_DESKTOP_TESTS chose another guest selection")
+    outcome = desktop_run.outcomes.get(name, "missing")
+    assert outcome == "passed", f"{name}: {outcome}\n{desktop_run.tail(40)}"
