@@ -205,7 +205,10 @@ class Guard:
                 return
             self._error(f"cannot move {ifname} to {self.physical}: {e}")
             return
-        self._moved(Moved("netdev", ifname, ifindex, t))
+        # udev may have renamed it between the announcement and the move; the kernel keeps
+        # the index across the move where it is free, so ask under which name it arrived.
+        index, name = _arrived(ifindex, ifname, self.physical)
+        self._moved(Moved("netdev", name, index, t))
 
     def _move_wiphy(self, index: int, name: str) -> None:
         netdevs = wifi.interfaces_of(name)
@@ -334,19 +337,42 @@ def new_links(data: bytes) -> list[tuple[int, str]]:
     return [(i, n) for kind, i, n in link_events(data) if kind == RTM_NEWLINK]
 
 
-def _move_link(ifindex: int, dst: str) -> None:
-    """One netlink request; errors as OSError with the kernel's errno."""
+def _move_link(ifindex: int, dst: str | None, src: str | None = None) -> None:
+    """One netlink request moving link `ifindex` from `src` to `dst`; errors as OSError."""
     from pyroute2 import IPRoute
     from pyroute2.netlink.exceptions import NetlinkError
 
     fd = os.open(netns.path_of(dst), os.O_RDONLY)
     try:
-        with IPRoute() as ipr:
+        with netns.entered(src):
+            ipr = IPRoute()
+        with ipr:
             ipr.link("set", index=ifindex, net_ns_fd=fd)
     except NetlinkError as e:
         raise OSError(e.code, os.strerror(e.code)) from None
     finally:
         os.close(fd)
+
+
+def _links_in(ns: str | None) -> dict[int, str]:
+    """index -> name of every link in `ns`, over netlink (sysfs shows only our own namespace)."""
+    from pyroute2 import IPRoute
+
+    with netns.entered(ns):
+        ipr = IPRoute()
+    with ipr:
+        return {m["index"]: m.get_attr("IFLA_IFNAME") for m in ipr.get_links()}
+
+
+def _arrived(ifindex: int, ifname: str, physical: str) -> tuple[int, str]:
+    """(index, name) of a link just moved into `physical`: same index, maybe a new name."""
+    try:
+        there = _links_in(physical)
+    except Exception:
+        return ifindex, ifname
+    if ifindex in there:
+        return ifindex, there[ifindex]
+    return ifindex, ifname
 
 
 # ------------------------------------------------------------------ handing back
@@ -355,15 +381,26 @@ def _move_link(ifindex: int, dst: str) -> None:
 def hand_back(record_path: Path, physical: str, warn: Callable[[str], None]) -> None:
     """`down`: every device the guard moved, still in `physical`, goes back to where we run."""
     rec = Record.load(record_path)
+    try:
+        there = _links_in(physical)
+    except Exception as e:
+        warn(f"cannot list the links of {physical}: {e}")
+        there = {}
     for m in rec.moved:
         try:
             if m.what == "wiphy":
                 wifi.move_wiphy(m.index, physical, None)
-            elif netns.link(physical, m.name) is not None:
-                ifaces.move(m.name, physical, None)
+                continue
+            # by index, which survives renames; by name where the index changed on the way
+            index = m.index if there.get(m.index) == m.name else next(
+                (i for i, n in there.items() if n == m.name), None)
+            if index is not None:
+                _move_link(index, None, physical)
         except HostError as e:
             if e.errno == errno.ENODEV:
                 continue  # unplugged meanwhile
+            warn(f"could not hand back {m.what} {m.name}: {e}")
+        except OSError as e:
             warn(f"could not hand back {m.what} {m.name}: {e}")
 
 
