@@ -132,11 +132,13 @@ def run_engine(ifname: str, config_file: str | None = None, socket_netns: str | 
             os._exit(1)
         engine.privileged = False
     _warm_up(engine)
+    # Handlers before "ready": a SIGTERM right after it must still stop the loop, whose exit
+    # removes the UAPI socket, not kill the process with the socket left behind.
+    install_signal_handlers(engine)
     if ready_w is not None:
         os.write(ready_w, b"ok\n")
         os.close(ready_w)
         _detach_stdio(log_fd, keep_stdio)
-    install_signal_handlers(engine)
     try:
         return engine.run()
     finally:
