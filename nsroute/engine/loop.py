@@ -447,26 +447,33 @@ class Engine:
 
     def _read_udp(self, sock: socket.socket, now: float, limit: int = BATCH) -> None:
         """Up to `limit` receives from `sock`; the datagrams go to the device in runs from one
-        sender (Device.receive_datagrams)."""
+        sender (Device.receive_datagrams). A run's pktinfo becomes its sender's sticky source
+        (.sticky) only when the device authenticated one of its datagrams: a forged source
+        must not choose the address our replies leave from."""
         gro = self._gro.get(sock)
         if gro is None:
             gro = self._gro[sock] = OFFLOAD and gso.enable_gro(sock)
-        receive = self.device.receive_datagrams
-        for ep, datagrams in self._recv_runs(sock, limit, gro):
+        device = self.device
+        receive = device.receive_datagrams
+        table = self._sticky
+        for ep, src, datagrams in self._recv_runs(sock, limit, gro):
+            before = device.authenticated_rx
             try:
                 receive(datagrams, ep, now)
             except Exception:  # a bug must cost this run, never the tunnel
                 self._internal_error("receive_datagram")
+            if (src is not None and device.authenticated_rx != before
+                    and table.get(ep) != src and sticky.is_pktinfo(src[0], src[1])):
+                sticky.learn(table, ep, src)
 
     def _recv_runs(self, sock: socket.socket, limit: int, gro: bool) -> list:
-        """Up to `limit` receives, as [(endpoint, [datagram, ...])] runs of consecutive
-        datagrams from one sender; with UDP_GRO one receive may carry many. Each receive's
-        pktinfo becomes its sender's sticky source (.sticky)."""
+        """Up to `limit` receives, as [(endpoint, pktinfo, [datagram, ...])] runs of
+        consecutive datagrams from one sender to one local address; with UDP_GRO one
+        receive may carry many."""
         recvmsg = sock.recvmsg
         space = gso.GRO_CMSG_SPACE + sticky.CMSG_SPACE
-        table = self._sticky
-        runs: list[tuple[gso.Endpoint, list[bytes]]] = []
-        last = None
+        runs: list[tuple[gso.Endpoint, tuple | None, list[bytes]]] = []
+        last = last_src = None
         for _ in range(limit):
             try:
                 data, anc, _flags, addr = recvmsg(_RECV_SIZE, space)
@@ -476,19 +483,20 @@ class Engine:
                 self.errors[f"udp_read_{e.errno}"] += 1
                 break
             size = 0
+            src = None
             ep = (addr[0], addr[1])
             for msg in anc:
                 if msg[1] == gso.UDP_GRO and msg[0] == gso.SOL_UDP:
                     size = gso.gro_size((msg,))
-                elif table.get(ep) != msg and sticky.is_pktinfo(msg[0], msg[1]):
-                    sticky.learn(table, ep, msg)
-            if ep != last:
-                runs.append((ep, []))
-                last = ep
+                else:  # the socket asks for nothing else: pktinfo (checked when learnt)
+                    src = msg
+            if ep != last or src != last_src:
+                runs.append((ep, src, []))
+                last, last_src = ep, src
             if size:
-                runs[-1][1].extend(gso.split(data, size))
+                runs[-1][2].extend(gso.split(data, size))
             else:
-                runs[-1][1].append(data)
+                runs[-1][2].append(data)
         return runs
 
     def _flush_udp(self) -> None:
