@@ -7,22 +7,18 @@ from __future__ import annotations
 
 import socket
 import struct
-from collections import Counter
 from types import SimpleNamespace
 
 import pytest
 
-from nsroute.engine import gso, loop, sticky
+from nsroute.engine import loop, sticky
 from tests.unit.test_handshake import A_IP4, B_IP4, Link, ipv4_packet
 
 
 def make_engine(device, rx: socket.socket) -> loop.Engine:
-    eng = loop.Engine.__new__(loop.Engine)
-    eng.errors, eng.loop_counters = Counter(), Counter()
-    eng._sticky, eng._senders, eng._gro = {}, {}, {rx: gso.enable_gro(rx)}
-    eng.udp = SimpleNamespace(v4=rx, v6=None)
-    eng.device = device
-    return eng
+    """An engine with only its v4 socket (no TUN: its data path to the device is enough)."""
+    tun = SimpleNamespace(fd=-1, vnet=False, offload_flags=0, name="wgtest0")
+    return loop.Engine(tun, SimpleNamespace(v4=rx, v6=None), device=device)
 
 
 @pytest.fixture
@@ -58,7 +54,7 @@ def pair(sockets):
 def _receive_at(eng, rx, peer, got, addr: str) -> tuple[str, int]:
     peer.sendto(b"hello", (addr, rx.getsockname()[1]))
     for _ in range(100):
-        eng._read_udp(rx, 1.0)
+        eng.udpio.read(rx, 1.0)
         if got:
             break
     assert got, "the engine received nothing"
@@ -70,19 +66,19 @@ def test_replies_leave_from_the_address_the_peer_wrote_to(pair):
     ep = _receive_at(eng, rx, peer, got, "127.0.0.2")
     assert ep == peer.getsockname()
     eng.device.udp_out = [(b"reply", ep)]
-    eng._flush_udp()
+    eng.udpio.flush()
     data, src = peer.recvfrom(100)
     assert (data, src[0]) == (b"reply", "127.0.0.2")
     # A GSO batch carries the same source in its one sendmsg.
     eng.device.udp_out = [(bytes([i]) * 200, ep) for i in range(3)]
-    eng._flush_udp()
+    eng.udpio.flush()
     for i in range(3):
         data, src = peer.recvfrom(1000)
         assert (data, src[0]) == (bytes([i]) * 200, "127.0.0.2")
     # Control: without the sticky entry, the kernel's own choice is 127.0.0.1.
-    sticky.forget(eng._sticky, ep)
+    sticky.forget(eng.udpio.sticky, ep)
     eng.device.udp_out = [(b"plain", ep)]
-    eng._flush_udp()
+    eng.udpio.flush()
     data, src = peer.recvfrom(100)
     assert (data, src[0]) == (b"plain", "127.0.0.1")
     assert not eng.errors
@@ -92,15 +88,15 @@ def test_replies_leave_from_the_address_the_peer_wrote_to(pair):
 def test_a_source_no_longer_ours_is_dropped_and_the_send_still_goes(pair, n):
     eng, rx, peer, got = pair
     ep = _receive_at(eng, rx, peer, got, "127.0.0.2")
-    ifindex, _spec, addr = struct.unpack("=I4s4s", eng._sticky[ep][2])
+    ifindex, _spec, addr = struct.unpack("=I4s4s", eng.udpio.sticky[ep][2])
     gone = struct.pack("=I4s4s", ifindex, socket.inet_aton("192.0.2.7"), addr)
-    eng._sticky[ep] = (socket.IPPROTO_IP, sticky.IP_PKTINFO, gone)
+    eng.udpio.sticky[ep] = (socket.IPPROTO_IP, sticky.IP_PKTINFO, gone)
     eng.device.udp_out = [(b"x" * 100, ep)] * n
-    eng._flush_udp()
+    eng.udpio.flush()
     for _ in range(n):
         data, src = peer.recvfrom(1000)
         assert (data, src[0]) == (b"x" * 100, "127.0.0.1")
-    assert ep not in eng._sticky
+    assert ep not in eng.udpio.sticky
     assert eng.loop_counters["sticky_source_dropped"] == 1
     assert not eng.errors
 
@@ -122,13 +118,13 @@ def test_the_table_is_bounded():
 
 def _source(eng, ep) -> str:
     """The local address `ep`'s replies leave from (in_pktinfo's ipi_spec_dst)."""
-    return socket.inet_ntoa(struct.unpack("=I4s4s", eng._sticky[ep][2])[1])
+    return socket.inet_ntoa(struct.unpack("=I4s4s", eng.udpio.sticky[ep][2])[1])
 
 
 def _deliver(eng, rx, peer, data: bytes, to: str) -> None:
     peer.sendto(data, (to, rx.getsockname()[1]))
     for _ in range(100):
-        eng._read_udp(rx, 1.0)
+        eng.udpio.read(rx, 1.0)
         if not eng.errors and (eng.device.tun_out or sum(eng.device.drops.values())):
             break
     assert not eng.errors
