@@ -219,7 +219,8 @@ class Engine:
                 continue
             real = time.monotonic()
             now = clock(real)
-            naps.woke(events, pacer, real, now)
+            if not events:  # a nap that ended with nothing to do
+                naps.woke(pacer, real, now)
             pacer.start(real)
             for fd, ev in events:
                 if fd == tun_fd:

@@ -46,9 +46,9 @@ class Naps:
             return NAP
         return wait
 
-    def woke(self, events: list, pacer: ReadPacer, real: float, now: float) -> None:
-        """After a wait: a nap that ended with nothing to do may run a scratch pass."""
-        if (not events and self.warm and real - self._last_warm >= WARM_EVERY
+    def woke(self, pacer: ReadPacer, real: float, now: float) -> None:
+        """A wait ended with nothing to do: while lingering, a scratch pass every WARM_EVERY."""
+        if (self.warm and real - self._last_warm >= WARM_EVERY
                 and pacer.since_traffic(real) < self.linger):
             self._last_warm = real
             self.nap_pass(now)
