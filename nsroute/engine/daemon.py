@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pwd
 import sys
 import time
 
@@ -12,8 +13,10 @@ from ..config import ConfigError
 from ..config import load as load_config
 from . import privileges, uapi
 from .control import ControlError
-from .loop import Engine, install_signal_handlers, stats_path
+from .loop import Engine, install_signal_handlers
 from .nsenter import NetnsError, in_netns
+from .options import Options, OptionsError
+from .stats import stats_path
 from .tun import TunError
 from .udp import UDPError
 
@@ -63,6 +66,57 @@ def run_engine(ifname: str, config_file: str | None = None, socket_netns: str | 
     `log_to_stdio`: a daemon with LOG_LEVEL set (and not silent) keeps its stdout and
     stderr, as wireguard-go's does (nsroute-wg); otherwise they go to /dev/null or
     $NSROUTE_LOG."""
+    level = _check_start(ifname)
+    logging.basicConfig(level=level, format=f"nsroute[{ifname}] %(levelname)s %(message)s",
+                        stream=sys.stderr)
+    try:
+        options = Options.from_env()
+    except OptionsError as e:
+        raise EngineError(e.strerror or str(e)) from None
+    plan = _load_plan(config_file, socket_netns)
+    account = _account(user)
+    ready_w = None if foreground else _daemonize()
+    log_fd = _open_log() if ready_w is not None else None  # while still root
+    keep_stdio = (log_to_stdio and log_fd is None and bool(os.environ.get("LOG_LEVEL"))
+                  and level != SILENT)
+    if account is not None:
+        # The counters file is created while root (see prepare_stats_file): removed at exit too.
+        privileges.spawn_cleaner([p for p in (pidfile, stats_path(ifname, options.run_dir)) if p],
+                                 uapi.socket_path(ifname))
+    if bring_up is None:
+        bring_up = bool(config_file or socket_netns)
+    try:
+        engine = _open_engine(ifname, mtu, socket_netns, bring_up, options, plan, config_file)
+        if pidfile:
+            fsmode.write_file(pidfile, f"{os.getpid()}\n", 0o644)
+        if account is not None:
+            _drop_privileges(engine, account)
+    except EngineError as e:
+        if ready_w is None:
+            raise
+        os.write(ready_w, f"{e}\n".encode())
+        os._exit(1)
+    _warm_up(engine)
+    # Handlers before "ready": a SIGTERM right after it must still stop the loop, whose exit
+    # removes the UAPI socket, not kill the process with the socket left behind.
+    install_signal_handlers(engine)
+    if ready_w is not None:
+        os.write(ready_w, b"ok\n")
+        os.close(ready_w)
+        _detach_stdio(log_fd, keep_stdio)
+    try:
+        return engine.run()
+    finally:
+        engine.close()
+        if pidfile:
+            try:
+                os.unlink(pidfile)
+            except OSError:
+                pass  # unprivileged by now: the cleaner removes it
+
+
+def _check_start(ifname: str) -> int:
+    """What must hold before anything is created; the log level LOG_LEVEL asks for."""
     from ..config import check_ifname
 
     try:
@@ -76,76 +130,56 @@ def run_engine(ifname: str, config_file: str | None = None, socket_netns: str | 
                               "and does not take them from a parent (see README)")
     if os.geteuid() != 0:
         raise EngineError("must run as root (it creates a TUN device)")
-    logging.basicConfig(level=level, format=f"nsroute[{ifname}] %(levelname)s %(message)s",
-                        stream=sys.stderr)
-    plan = None
-    if config_file:
-        try:
-            cfg = load_config(config_file, quick=False)
-        except ConfigError as e:
-            raise EngineError(str(e)) from None
-        plan = uapi.plan_from_config(cfg, resolve=_resolve_in(socket_netns))
+    return level
+
+
+def _load_plan(config_file: str | None, socket_netns: str | None) -> uapi.Plan | None:
+    if not config_file:
+        return None
+    try:
+        cfg = load_config(config_file, quick=False)
+    except ConfigError as e:
+        raise EngineError(str(e)) from None
+    return uapi.plan_from_config(cfg, resolve=_resolve_in(socket_netns))
+
+
+def _account(user: str | None) -> pwd.struct_passwd | None:
+    """The user to serve as (`user`, else NSROUTE_ENGINE_USER); None to stay root."""
     if user is None:
         user = os.environ.get("NSROUTE_ENGINE_USER") or None
-    account = None
-    if user and user != "root":
-        try:
-            account = privileges.resolve_user(user)
-        except privileges.PrivilegeError as e:
-            raise EngineError(str(e)) from None
-    ready_w = None if foreground else _daemonize()
-    log_fd = _open_log() if ready_w is not None else None  # while still root
-    keep_stdio = (log_to_stdio and log_fd is None and bool(os.environ.get("LOG_LEVEL"))
-                  and level != SILENT)
-    if account is not None:
-        # The counters file is created while root (see prepare_stats_file): removed at exit too.
-        privileges.spawn_cleaner([p for p in (pidfile, stats_path(ifname)) if p], uapi.socket_path(ifname))
+    if not user or user == "root":
+        return None
     try:
-        try:
-            engine = Engine(ifname, mtu=mtu, socket_netns=socket_netns,
-                            bring_up=bool(config_file or socket_netns) if bring_up is None else bring_up)
-        except (TunError, UDPError, ControlError, NetnsError) as e:
-            raise EngineError(e.strerror or str(e)) from None
-        try:
-            if plan is not None:
-                engine.apply(plan)
-        except uapi.UAPIError as e:
-            engine.close()
-            raise EngineError(f"{config_file}: {e}") from None
-    except EngineError as e:
-        if ready_w is None:
-            raise
-        os.write(ready_w, f"{e}\n".encode())
-        os._exit(1)
-    if pidfile:
-        fsmode.write_file(pidfile, f"{os.getpid()}\n", 0o644)
-    if account is not None:
-        engine.prepare_stats_file()
-        try:
-            privileges.drop_to(account)
-        except OSError as e:
-            engine.close()
-            msg = f"cannot drop privileges to {user}: {e}"
-            if ready_w is None:
-                raise EngineError(msg) from None
-            os.write(ready_w, f"{msg}\n".encode())
-            os._exit(1)
-        engine.privileged = False
-    _warm_up(engine)
-    if ready_w is not None:
-        os.write(ready_w, b"ok\n")
-        os.close(ready_w)
-        _detach_stdio(log_fd, keep_stdio)
-    install_signal_handlers(engine)
+        return privileges.resolve_user(user)
+    except privileges.PrivilegeError as e:
+        raise EngineError(str(e)) from None
+
+
+def _open_engine(ifname: str, mtu: int, socket_netns: str | None, bring_up: bool,
+                 options: Options, plan: uapi.Plan | None, config_file: str | None) -> Engine:
     try:
-        return engine.run()
-    finally:
+        engine = Engine.open(ifname, mtu=mtu, socket_netns=socket_netns, bring_up=bring_up,
+                             options=options)
+    except (TunError, UDPError, ControlError, NetnsError) as e:
+        raise EngineError(e.strerror or str(e)) from None
+    try:
+        if plan is not None:
+            engine.apply(plan)
+    except uapi.UAPIError as e:
         engine.close()
-        if pidfile:
-            try:
-                os.unlink(pidfile)
-            except OSError:
-                pass  # unprivileged by now: the cleaner removes it
+        raise EngineError(f"{config_file}: {e}") from None
+    return engine
+
+
+def _drop_privileges(engine: Engine, account: pwd.struct_passwd) -> None:
+    """Serve as `account` from here on, the counters file opened while still root."""
+    engine.prepare_stats_file()
+    try:
+        privileges.drop_to(account)
+    except OSError as e:
+        engine.close()
+        raise EngineError(f"cannot drop privileges to {account.pw_name}: {e}") from None
+    engine.privileged = False
 
 
 def _warm_up(engine: Engine) -> None:

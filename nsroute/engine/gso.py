@@ -95,39 +95,50 @@ class Sender:
         """Send `group` to `ep`, from the sticky source `src` (a pktinfo control message,
         see .sticky) when given. False, with nothing sent or counted, when the kernel
         refused `src` as no longer ours: the caller forgets it and sends again without."""
-        sock = self.sock
         if len(group) > 1 and self.gso:
-            anc = [(SOL_UDP, UDP_SEGMENT, _GSO_CMSG.pack(len(group[0])))]
-            if src is not None:
-                anc.append(src)
+            done = self._send_gso(ep, group, errors, src)
+            if done is not None:
+                return done
+        if src is not None:
+            return self._send_each_from(ep, group, errors, src)
+        sendto = self.sock.sendto
+        for data in group:
             try:
-                sock.sendmsg([b"".join(group)], anc, 0, ep)
-                self.gso_sends += 1
-                return True
+                sendto(data, ep)
             except BlockingIOError:
-                errors["udp_send_eagain"] += len(group)
-                return True
+                errors["udp_send_eagain"] += 1
             except OSError as e:
-                if src is not None and e.errno in STALE:
-                    return False  # EINVAL may also be a GSO refusal: the retry tells
-                if e.errno not in REFUSALS:
-                    errors[f"udp_send_{errno.errorcode.get(e.errno, e.errno)}"] += len(group)
-                    return True
-                self.gso = False
-                self.fallbacks += 1
-                log.info("UDP GSO refused (%s): one datagram per send from now on",
-                         errno.errorcode.get(e.errno, e.errno))
-        if src is None:
-            sendto = sock.sendto
-            for data in group:
-                try:
-                    sendto(data, ep)
-                except BlockingIOError:
-                    errors["udp_send_eagain"] += 1
-                except OSError as e:
-                    errors[f"udp_send_{errno.errorcode.get(e.errno, e.errno)}"] += 1
+                errors[f"udp_send_{errno.errorcode.get(e.errno, e.errno)}"] += 1
+        return True
+
+    def _send_gso(self, ep: Endpoint, group: list[bytes], errors, src) -> bool | None:
+        """One GSO send for `group` (as send); None when the kernel refused GSO, for good:
+        the group is then to be sent one datagram at a time."""
+        anc = [(SOL_UDP, UDP_SEGMENT, _GSO_CMSG.pack(len(group[0])))]
+        if src is not None:
+            anc.append(src)
+        try:
+            self.sock.sendmsg([b"".join(group)], anc, 0, ep)
+            self.gso_sends += 1
             return True
-        sendmsg, anc = sock.sendmsg, [src]
+        except BlockingIOError:
+            errors["udp_send_eagain"] += len(group)
+            return True
+        except OSError as e:
+            if src is not None and e.errno in STALE:
+                return False  # EINVAL may also be a GSO refusal: the retry tells
+            if e.errno not in REFUSALS:
+                errors[f"udp_send_{errno.errorcode.get(e.errno, e.errno)}"] += len(group)
+                return True
+            self.gso = False
+            self.fallbacks += 1
+            log.info("UDP GSO refused (%s): one datagram per send from now on",
+                     errno.errorcode.get(e.errno, e.errno))
+        return None
+
+    def _send_each_from(self, ep: Endpoint, group: list[bytes], errors, src) -> bool:
+        """One send per datagram from sticky source `src` (as send)."""
+        sendmsg, anc = self.sock.sendmsg, [src]
         first = True
         for data in group:
             try:

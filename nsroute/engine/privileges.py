@@ -82,34 +82,48 @@ def spawn_cleaner(paths: list[str], socket_path: str) -> int:
         _lifeline = w
         return pid
     try:
-        # Hold nothing of the engine's: not the start-up pipe, not a TUN or socket.
-        for name in os.listdir("/proc/self/fd"):
-            if int(name) > 2 and int(name) != r:
-                try:
-                    os.close(int(name))
-                except OSError:
-                    pass
-        devnull = os.open(os.devnull, os.O_RDWR)
-        for fd in (0, 1, 2):  # nor the caller's pipes, which would wait for us to close them
-            os.dup2(devnull, fd)
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1):
-            signal.signal(sig, signal.SIG_IGN)  # the engine's signals are not ours to act on
-        while True:
-            try:
-                if not os.read(r, 1):
-                    break
-            except InterruptedError:
-                continue
-        for p in paths:
-            try:
-                os.unlink(p)
-            except OSError:
-                pass
-        # Remove the socket only when no engine answers on it (a new one may already run).
-        if _stale_socket(socket_path):
-            try:
-                os.unlink(socket_path)
-            except OSError:
-                pass
+        _detach(r)
+        _wait_for_eof(r)
+        _clean_up(paths, socket_path)
     finally:
         os._exit(0)
+
+
+def _detach(keep: int) -> None:
+    """The helper holds nothing of the engine's but `keep`: not the start-up pipe, not a
+    TUN or socket, not the caller's stdio (which would wait for us to close it); nor acts
+    on the engine's signals."""
+    for name in os.listdir("/proc/self/fd"):
+        if int(name) > 2 and int(name) != keep:
+            try:
+                os.close(int(name))
+            except OSError:
+                pass
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1):
+        signal.signal(sig, signal.SIG_IGN)
+
+
+def _wait_for_eof(r: int) -> None:
+    while True:
+        try:
+            if not os.read(r, 1):
+                return
+        except InterruptedError:
+            continue
+
+
+def _clean_up(paths: list[str], socket_path: str) -> None:
+    for p in paths:
+        try:
+            os.unlink(p)
+        except OSError:
+            pass
+    # Remove the socket only when no engine answers on it (a new one may already run).
+    if _stale_socket(socket_path):
+        try:
+            os.unlink(socket_path)
+        except OSError:
+            pass

@@ -14,6 +14,10 @@ is gone the send fails (EINVAL, EADDRNOTAVAIL; ENODEV or ENETUNREACH for a vanis
 interface): the entry is dropped and the send retried with the kernel's own choice, as
 wireguard-go and the kernel do. A `wg set ... endpoint` forgets the entry for that
 endpoint (see Engine.apply), as both of them start a user-set endpoint with no source.
+
+As in both of them, an entry is learnt only from a datagram that authenticated (the device
+counts those, Device.authenticated_rx): anyone can send a datagram with a peer's address
+as its source to another of our addresses, and must not move where our replies leave from.
 """
 
 from __future__ import annotations
@@ -28,8 +32,9 @@ IPV6_PKTINFO = socket.IPV6_PKTINFO
 CMSG_SPACE = socket.CMSG_SPACE(20)
 # The kernel's answers to a source address or interface that is no longer ours.
 STALE = frozenset((errno.EINVAL, errno.EADDRNOTAVAIL, errno.ENODEV, errno.ENETUNREACH))
-# Entries are learnt from any sender, before the device has judged the datagram: the table
-# is emptied when it grows past LIMIT (a real peer's entry comes back with its next packet).
+# Entries are learnt from authenticated datagrams only, so the table holds about one entry
+# per peer endpoint; still, it is emptied when it grows past LIMIT (roaming peers leave old
+# entries behind; a live peer's entry comes back with its next packet).
 LIMIT = 4096
 
 

@@ -53,24 +53,21 @@ def _ifreq(name: str, fmt: str = "H", *vals) -> bytes:
     return struct.pack(f"16s{fmt}", name.encode(), *vals).ljust(40, b"\0")
 
 
-def _offload_sets() -> tuple[int, ...]:
-    forced = os.environ.get("NSROUTE_TUN_OFFLOAD_FLAGS")
-    if not forced:
-        return TSO_SETS if os.environ.get("NSROUTE_TUN_TSO") == "1" else DEFAULT_SETS
-    try:
-        return (int(forced, 0),)
-    except ValueError:
-        raise TunError(errno.EINVAL, f"NSROUTE_TUN_OFFLOAD_FLAGS={forced!r} is not an integer") from None
+def offload_sets(tso: bool = False, forced: int | None = None) -> tuple[int, ...]:
+    """The TUN_F_* sets to try, in order (Options.tun_tso, Options.tun_offload_flags)."""
+    if forced is not None:
+        return (forced,)
+    return TSO_SETS if tso else DEFAULT_SETS
 
 
 class Tun:
-    def __init__(self, name: str, mtu: int = 1420, offload: bool = False) -> None:
+    def __init__(self, name: str, mtu: int = 1420, offload: bool = False,
+                 sets: tuple[int, ...] = DEFAULT_SETS) -> None:
         self.vnet = False
         self.offload_flags = 0
         self.offload_refused: list[str] = []  # why each refused set was refused
         self.fd = -1
         if offload:
-            sets = _offload_sets()
             try:
                 self.fd = self._open(name, IFF_TUN | IFF_NO_PI | IFF_VNET_HDR)
             except TunError as e:

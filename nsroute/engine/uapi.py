@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import ipaddress
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -77,61 +78,84 @@ def parse_set(lines: list[str]) -> Plan:
             # Never echo the line: it may be key material that lost its "key=" prefix.
             raise UAPIError(errno.EPROTO, f"line {n}: not of the form key=value")
         if key == "public_key":
-            pub = _hexkey(value, "public_key")
-            assert pub is not None
-            if is_low_order(pub):
-                raise UAPIError(errno.EINVAL, f"line {n}: public key of low order")
-            peer = PeerPlan(pub, line=n)
+            peer = _new_peer(value, n)
             plan.peers.append(peer)
         elif peer is None:
-            if key == "private_key":
-                k = _hexkey(value, "private_key", allow_empty=True)
-                plan.private_key = None if k is None or k == bytes(32) else k
-            elif key == "listen_port":
-                plan.listen_port = _uint(value, "listen_port", 65535)
-            elif key == "fwmark":
-                plan.fwmark = _uint(value, "fwmark", 2**32 - 1) if value else 0
-            elif key == "replace_peers":
-                if value != "true":
-                    raise UAPIError(errno.EINVAL, "replace_peers must be 'true'")
-                plan.replace_peers = True
-            else:
+            device_key = _DEVICE_KEYS.get(key)
+            if device_key is None:
                 raise UAPIError(errno.EINVAL, f"line {n}: unknown device key '{key[:32]}'")
-        elif key == "remove":
-            if value != "true":
-                raise UAPIError(errno.EINVAL, "remove must be 'true'")
-            peer.remove = True
-        elif key == "update_only":
-            if value != "true":
-                raise UAPIError(errno.EINVAL, "update_only must be 'true'")
-            peer.update_only = True
-        elif key == "preshared_key":
-            k = _hexkey(value, "preshared_key", allow_empty=True)
-            peer.preshared_key = None if k is None or k == bytes(32) else k
-        elif key == "endpoint":
-            try:
-                host, port = parse_endpoint(value)
-                ipaddress.ip_address(host.split("%")[0])
-            except ValueError as e:
-                raise UAPIError(errno.EINVAL, f"line {n}: endpoint: {e}") from None
-            peer.endpoint = (host, port)
-        elif key == "persistent_keepalive_interval":
-            peer.persistent_keepalive = _uint(value, "persistent_keepalive_interval", 65535)
-        elif key == "replace_allowed_ips":
-            if value != "true":
-                raise UAPIError(errno.EINVAL, "replace_allowed_ips must be 'true'")
-            peer.replace_allowed_ips = True
-        elif key == "allowed_ip":
-            try:
-                peer.allowed_ips.append(parse_allowed_ip(value))
-            except ValueError:
-                raise UAPIError(errno.EINVAL, f"line {n}: allowed_ip '{value[:64]}' is not a prefix") from None
-        elif key == "protocol_version":
-            if value != "1":
-                raise UAPIError(errno.EINVAL, f"protocol_version {value[:8]} not supported")
+            device_key(plan, value, n)
         else:
-            raise UAPIError(errno.EINVAL, f"line {n}: unknown peer key '{key[:32]}'")
+            peer_key = _PEER_KEYS.get(key)
+            if peer_key is None:
+                raise UAPIError(errno.EINVAL, f"line {n}: unknown peer key '{key[:32]}'")
+            peer_key(peer, value, n)
     return plan
+
+
+def _new_peer(value: str, n: int) -> PeerPlan:
+    pub = _hexkey(value, "public_key")
+    assert pub is not None
+    if is_low_order(pub):
+        raise UAPIError(errno.EINVAL, f"line {n}: public key of low order")
+    return PeerPlan(pub, line=n)
+
+
+def _true(key: str, value: str) -> bool:
+    """A flag key: its only value is 'true'."""
+    if value != "true":
+        raise UAPIError(errno.EINVAL, f"{key} must be 'true'")
+    return True
+
+
+def _optional_key(value: str, what: str) -> bytes | None:
+    """A key that may be cleared: empty or all zeros mean none."""
+    k = _hexkey(value, what, allow_empty=True)
+    return None if k is None or k == bytes(32) else k
+
+
+def _endpoint(value: str, n: int) -> tuple[str, int]:
+    try:
+        host, port = parse_endpoint(value)
+        ipaddress.ip_address(host.split("%")[0])
+    except ValueError as e:
+        raise UAPIError(errno.EINVAL, f"line {n}: endpoint: {e}") from None
+    return host, port
+
+
+def _allowed_ip(value: str, n: int):
+    try:
+        return parse_allowed_ip(value)
+    except ValueError:
+        raise UAPIError(errno.EINVAL, f"line {n}: allowed_ip '{value[:64]}' is not a prefix") from None
+
+
+def _protocol_version(value: str) -> None:
+    if value != "1":
+        raise UAPIError(errno.EINVAL, f"protocol_version {value[:8]} not supported")
+
+
+# What each key does to the plan (device keys, before the first public_key) or to the peer
+# being described (after it): key -> f(target, value, line number).
+_DEVICE_KEYS: dict[str, Callable[[Plan, str, int], None]] = {
+    "private_key": lambda p, v, n: setattr(p, "private_key", _optional_key(v, "private_key")),
+    "listen_port": lambda p, v, n: setattr(p, "listen_port", _uint(v, "listen_port", 65535)),
+    "fwmark": lambda p, v, n: setattr(p, "fwmark", _uint(v, "fwmark", 2**32 - 1) if v else 0),
+    "replace_peers": lambda p, v, n: setattr(p, "replace_peers", _true("replace_peers", v)),
+}
+_PEER_KEYS: dict[str, Callable[[PeerPlan, str, int], None]] = {
+    "remove": lambda p, v, n: setattr(p, "remove", _true("remove", v)),
+    "update_only": lambda p, v, n: setattr(p, "update_only", _true("update_only", v)),
+    "preshared_key": lambda p, v, n: setattr(p, "preshared_key",
+                                             _optional_key(v, "preshared_key")),
+    "endpoint": lambda p, v, n: setattr(p, "endpoint", _endpoint(v, n)),
+    "persistent_keepalive_interval": lambda p, v, n: setattr(
+        p, "persistent_keepalive", _uint(v, "persistent_keepalive_interval", 65535)),
+    "replace_allowed_ips": lambda p, v, n: setattr(p, "replace_allowed_ips",
+                                                   _true("replace_allowed_ips", v)),
+    "allowed_ip": lambda p, v, n: p.allowed_ips.append(_allowed_ip(v, n)),
+    "protocol_version": lambda p, v, n: _protocol_version(v),
+}
 
 
 def plan_from_config(cfg: Config, resolve=None) -> Plan:
@@ -175,18 +199,23 @@ def apply(device: Device, plan: Plan, now: float, rebind=None) -> None:
             continue
         if pp.update_only and pp.public_key not in device.peers:
             continue
-        try:
-            peer = device.add_peer(pp.public_key)
-        except ConfigurationError:
-            continue  # our own key after a key change: wireguard-go skips it too
-        if pp.preshared_key is not UNSET:
-            peer.preshared_key = pp.preshared_key
-        if pp.endpoint is not UNSET:
-            peer.endpoint = pp.endpoint
-        if pp.replace_allowed_ips or pp.allowed_ips:
-            device.set_allowed_ips(peer, pp.allowed_ips, pp.replace_allowed_ips)
-        if pp.persistent_keepalive is not UNSET:
-            device.set_persistent_keepalive(peer, pp.persistent_keepalive, now)
+        _apply_peer(device, pp, now)
+
+
+def _apply_peer(device: Device, pp: PeerPlan, now: float) -> None:
+    """Add or update one peer as `pp` describes."""
+    try:
+        peer = device.add_peer(pp.public_key)
+    except ConfigurationError:
+        return  # our own key after a key change: wireguard-go skips it too
+    if pp.preshared_key is not UNSET:
+        peer.preshared_key = pp.preshared_key
+    if pp.endpoint is not UNSET:
+        peer.endpoint = pp.endpoint
+    if pp.replace_allowed_ips or pp.allowed_ips:
+        device.set_allowed_ips(peer, pp.allowed_ips, pp.replace_allowed_ips)
+    if pp.persistent_keepalive is not UNSET:
+        device.set_persistent_keepalive(peer, pp.persistent_keepalive, now)
 
 
 def serialize_get(device: Device) -> str:

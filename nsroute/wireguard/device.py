@@ -5,6 +5,9 @@ a whole drain at once: `receive_datagrams`, `send_packets`, batch.py, which do e
 same), then drains `udp_out` (datagram, endpoint) and `tun_out` (IP packets) in batches, and
 calls `handle_timers(now)` at `next_deadline()` (timers.py). `now` is monotonic seconds;
 wall-clock values (TAI64N, latest handshake) are `now + wall_offset`.
+`authenticated_rx` counts the received messages that authenticated (each set its peer's
+endpoint to its sender): an I/O layer that keeps per-sender state, such as the local
+address a datagram arrived on, updates it only when a receive raised the count.
 """
 
 from __future__ import annotations
@@ -71,6 +74,7 @@ class Device:
         self.udp_out: list[tuple[bytes, Endpoint]] = []
         self.tun_out: list[bytes] = []
         self.drops: Counter[str] = Counter()
+        self.authenticated_rx = 0  # see the module docstring
         self.load = LoadMeter()
         self.force_under_load = False
         self.up = True
@@ -240,6 +244,7 @@ class Device:
         if kp is peer.next:
             self._confirm_next(peer, now)
         peer.endpoint = addr
+        self.authenticated_rx += 1
         peer.rx_bytes += len(data)
         timers.authenticated_received(peer, now)
         cur = peer.current  # judged on the current session, whichever one this packet used

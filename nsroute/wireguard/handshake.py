@@ -121,6 +121,7 @@ def _receive_initiation(device: Device, data: bytes, addr: Endpoint, now: float)
     peer.latest_timestamp = init.timestamp
     peer.last_initiation_consumed = now
     peer.endpoint = addr
+    device.authenticated_rx += 1
     kp = Keypair(peer, keys.send, keys.recv, idx, keys.remote_index, now, False)
     # The new session waits in `next` until the initiator uses it (device._confirm_next).
     if peer.next:
@@ -162,6 +163,7 @@ def _receive_response(device: Device, data: bytes, addr: Endpoint, now: float) -
         device.index.pop(old_prev.local_index, None)
     peer.current = kp
     peer.endpoint = addr
+    device.authenticated_rx += 1
     peer.rx_bytes += len(data)
     timers.handshake_complete(peer, now, device.wall_offset)
     timers.session_derived(peer, now)

@@ -10,7 +10,7 @@ packet (a fresh pair's first ping: 3.1 -> 1.7 ms).
 Later, a packet that comes after some milliseconds of quiet finds the code it runs evicted
 from the CPU's caches, and pays several times its warm cost: 99 us from TUN read to UDP send
 against 30 us at 1 ms spacing (the AEAD alone 34 against 2 us). The engine's loop therefore
-sends one packet each way through a Scratch at each of its naps (loop.NAP), so the next real
+sends one packet each way through a Scratch at each of its naps (engine.naps.NAP), so the next real
 packet finds the same code warm. Nothing is shared with the real device but code.
 """
 

@@ -1,4 +1,4 @@
-"""Lingering after traffic (loop.NAP, NSROUTE_LINGER_MS): the engine naps every millisecond
+"""Lingering after traffic (naps.NAP, NSROUTE_LINGER_MS): the engine naps every millisecond
 for a while after a packet so the next one finds a warm CPU, and an idle engine is never
 woken for it (a laptop's battery). Counted as the engine's voluntary context switches; the
 scratch pass each nap makes (NSROUTE_NAP_WARM) by the engine's own counter."""
@@ -9,7 +9,8 @@ import time
 
 import pytest
 
-from nsroute.engine import loop
+from nsroute.engine import naps
+from nsroute.engine.options import Options
 from tests.netns.test_engine_daemon import engine_pid
 from tests.support.stats import request_stats
 from tests.support.wgpair import Pair
@@ -90,7 +91,7 @@ def test_each_nap_after_traffic_warms_the_data_path_and_idle_never(lab, tmp_path
         # Three lots of naps, each lasting LINGER after the ping's last packet (its reply,
         # which may come some ms after the request on a loaded machine): a pass on the first
         # nap, then one per WARM_EVERY. A pass on every 1 ms nap would be about twice this.
-        per_ping = 1 + (loop.linger_seconds() + 0.010) / loop.WARM_EVERY
+        per_ping = 1 + (Options.from_env().linger + 0.010) / naps.WARM_EVERY
         assert 10 <= after <= 3 * per_ping, f"{after} scratch passes after three pings"
     else:
         assert after == 0, f"{after} scratch passes with {setting}"

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import json
 import os
-from collections import Counter
+from types import SimpleNamespace
 
 from nsroute.engine import loop
+from nsroute.engine.options import Options
 from nsroute.wireguard.device import Device
 
 
@@ -16,16 +17,13 @@ class FakeTun:
     name, vnet, offload_flags, offload_refused = "wgtest0", True, 0, []
 
 
-def make_engine() -> loop.Engine:
-    eng = loop.Engine.__new__(loop.Engine)
-    eng.device, eng.tun = Device(), FakeTun()
-    eng.errors, eng.offload, eng.loop_counters = Counter(), Counter(), Counter()
-    return eng
+def make_engine(run_dir) -> loop.Engine:
+    return loop.Engine(FakeTun(), SimpleNamespace(v4=None, v6=None),
+                       Options(run_dir=str(run_dir)), device=Device())
 
 
-def test_in_place_rewrites_never_shrink_or_empty_the_file(tmp_path, monkeypatch):
-    monkeypatch.setenv("NSROUTE_RUN_DIR", str(tmp_path))
-    eng = make_engine()
+def test_in_place_rewrites_never_shrink_or_empty_the_file(tmp_path):
+    eng = make_engine(tmp_path)
     eng.prepare_stats_file()
     path = tmp_path / "engine-wgtest0.stats.json"
     first = json.loads(path.read_text())  # there from the start, complete
@@ -38,12 +36,11 @@ def test_in_place_rewrites_never_shrink_or_empty_the_file(tmp_path, monkeypatch)
     eng.write_stats()  # shorter JSON: padded, the file keeps its length
     assert path.stat().st_size == long_len
     assert json.loads(path.read_text())["errors"] == {}
-    os.close(eng._stats_fd)
+    eng.statsfile.close()
 
 
-def test_without_a_prepared_file_it_is_replaced_whole(tmp_path, monkeypatch):
-    monkeypatch.setenv("NSROUTE_RUN_DIR", str(tmp_path / "run"))
-    eng = make_engine()
+def test_without_a_prepared_file_it_is_replaced_whole(tmp_path):
+    eng = make_engine(tmp_path / "run")
     eng.write_stats()
     assert json.loads((tmp_path / "run" / "engine-wgtest0.stats.json").read_text())["pid"] == os.getpid()
     assert os.listdir(tmp_path / "run") == ["engine-wgtest0.stats.json"]  # no temporary left

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import errno
 import struct
-from collections import Counter
+from types import SimpleNamespace
 
-from nsroute.engine import loop, vnet
+from nsroute.engine import loop, tunio, vnet
 from tests.unit.test_fastpath_tun_vnet import dgrams, segs4
 
 
@@ -34,35 +34,35 @@ class RefusingTun:
 
 
 def engine_stub() -> loop.Engine:
-    eng = loop.Engine.__new__(loop.Engine)  # the TUN write path only: no TUN, sockets or UAPI
-    eng.errors, eng.offload, eng._coalesce = Counter(), Counter(), {"gro": True, "uso": True}
-    return eng
+    """An engine over a TUN that is only its write path (writev is replaced below)."""
+    tun = SimpleNamespace(fd=3, vnet=True, offload_flags=0, name="wgtest0")
+    return loop.Engine(tun, SimpleNamespace(v4=None, v6=None))
 
 
 def test_refused_udp_groups_fall_back_once_and_lose_nothing(monkeypatch):
     tun = RefusingTun()
-    monkeypatch.setattr(loop.os, "writev", tun.writev)
+    monkeypatch.setattr(tunio.os, "writev", tun.writev)
     eng = engine_stub()
     ds = dgrams(150, size=300)  # three groups of at most 64 in one flush
     assert len(vnet.coalesce(ds)) == 3
-    eng._flush_tun_vnet(3, ds)
+    eng.tunio.flush_vnet(3, ds)
     assert tun.attempts.count(vnet.GSO_UDP_L4) == 1  # the later groups are not tried again
     assert eng.offload["tun_uso_refused"] == 1 and "tun_uso_writes" not in eng.offload
     assert tun.written == ds and not eng.errors
-    assert eng._coalesce == {"gro": True, "uso": False}
+    assert eng.tunio.coalesce == {"gro": True, "uso": False}
 
     tun.attempts.clear()
     more = dgrams(10, size=300, ident=0x900)
-    eng._flush_tun_vnet(3, more)  # a later flush: one datagram per write
+    eng.tunio.flush_vnet(3, more)  # a later flush: one datagram per write
     assert tun.attempts == [vnet.GSO_NONE] * 10 and tun.written == ds + more
 
 
 def test_tcp_still_coalesces_after_udp_was_refused(monkeypatch):
     tun = RefusingTun()
-    monkeypatch.setattr(loop.os, "writev", tun.writev)
+    monkeypatch.setattr(tunio.os, "writev", tun.writev)
     eng = engine_stub()
-    eng._coalesce["uso"] = False
+    eng.tunio.coalesce["uso"] = False
     segs = segs4(4)
-    eng._flush_tun_vnet(3, segs)
+    eng.tunio.flush_vnet(3, segs)
     assert eng.offload["tun_gro_writes"] == 1 and eng.offload["tun_gro_segments"] == 4
     assert len(tun.written) == 4 and not eng.errors

@@ -55,19 +55,19 @@ def test_a_failing_warm_up_is_logged_and_the_engine_carries_on(caplog):
 def test_a_failing_nap_pass_turns_itself_off_and_is_counted(monkeypatch):
     from collections import Counter
 
-    from nsroute.engine import loop
+    from nsroute.engine.naps import Naps
+    from nsroute.engine.options import Options
 
-    eng = loop.Engine.__new__(loop.Engine)  # the nap pass only: no TUN, sockets or UAPI
-    eng.errors, eng.loop_counters = Counter(), Counter()
-    eng._scratch, eng._nap_warm = None, True
-    eng._warm_pass(10.0)
-    eng._warm_pass(10.001)
-    assert eng.loop_counters["nap_warm_passes"] == 2 and eng._nap_warm
-    first = eng._scratch
-    eng._warm_pass(10.0 + REKEY_AFTER_TIME)  # an old scratch session is replaced
-    assert eng._scratch is not first and eng.loop_counters["nap_warm_passes"] == 3
+    errors, counters = Counter(), Counter()
+    naps = Naps(Options(), errors, counters)
+    naps.nap_pass(10.0)
+    naps.nap_pass(10.001)
+    assert counters["nap_warm_passes"] == 2 and naps.warm
+    first = naps.scratch
+    naps.nap_pass(10.0 + REKEY_AFTER_TIME)  # an old scratch session is replaced
+    assert naps.scratch is not first and counters["nap_warm_passes"] == 3
 
     monkeypatch.setattr(warmup.Scratch, "exercise", lambda self, now: False)
-    eng._warm_pass(200.0)
-    assert not eng._nap_warm and eng.errors["internal_nap_warm"] == 1
-    assert eng.loop_counters["nap_warm_passes"] == 3
+    naps.nap_pass(200.0)
+    assert not naps.warm and errors["internal_nap_warm"] == 1
+    assert counters["nap_warm_passes"] == 3
