@@ -21,6 +21,7 @@ from . import (
     dhcp,
     dns,
     hooks,
+    hotplug,
     kernelwg,
     netns,
     networkmanager,
@@ -103,7 +104,7 @@ def up(config: str, physical: str = "physical", interfaces: list[str] | None = N
     snaps = [ifaces.snapshot(n) for n in names]
     st = State(mode="host", physical=physical, config_path=os.path.abspath(cfg.path), ifname=cfg.name,
                interfaces=snaps, wiphys=wiphys, snapshot_time=snaps[0]["time"] if snaps else 0.0,
-               backend=chosen, guard_baseline=guard_mod.baseline())
+               backend=chosen, guard_baseline=hotplug.baseline())
     wireless = [n for w in wiphys for n in w["ifaces"]]
     st.wpa_original = [argv for _, argv in wifi.wpa_supplicants(wireless)] if wireless else []
     store.mark(st, "prepare")
@@ -237,7 +238,7 @@ def _guard_up(st: State, store: Store) -> None:
 
 
 def _start_guard(st: State, store: Store) -> None:
-    st.guard = guard_mod.start(st.physical, store.dir, store.path.stem)
+    st.guard = hotplug.start(st.physical, store.dir, store.path.stem)
     _say(f"hot-plug guard (pid {st.guard.pid}): new devices here move to {st.physical}")
     store.mark(st, "guard")
 
@@ -307,7 +308,7 @@ def _engine_and_tunnel(cfg: wgconfig.Config, st: State, store: Store, tun_ns: st
     tunnel.configure(cfg, cfg.name, tun_ns)
     st.tunnel_addresses = [str(a) for a in cfg.interface.addresses]
     store.mark(st, "tunnel")
-    guard_mod.tunnel_started(st.guard)
+    hotplug.tunnel_started(st.guard)
 
 
 def _kernel_tunnel(cfg: wgconfig.Config, st: State, store: Store, tun_ns: str | None, create_ns: str | None,
@@ -331,7 +332,7 @@ def _kernel_tunnel(cfg: wgconfig.Config, st: State, store: Store, tun_ns: str | 
     tunnel.configure(cfg, cfg.name, tun_ns)
     st.tunnel_addresses = [str(a) for a in cfg.interface.addresses]
     store.mark(st, "tunnel")
-    guard_mod.tunnel_started(st.guard)
+    hotplug.tunnel_started(st.guard)
 
 
 def _create_ns(st: State) -> str | None:
@@ -373,7 +374,7 @@ def _resume(cfg: wgconfig.Config, st: State, store: Store, backend: str = "auto"
         if st.mode == "host" and not procs.alive(st.guard):
             _say("hot-plug guard is gone; restarting it")
             if not st.guard_baseline:  # a deployment brought up before the guard existed
-                st.guard_baseline = guard_mod.baseline()
+                st.guard_baseline = hotplug.baseline()
             st.guard_block = True
             store.save(st)
             if not block.present(None):
@@ -518,7 +519,7 @@ def teardown(st: State, store: Store, run_hooks: bool) -> list[str]:
         procs.stop(p)
     if st.mode == "host":
         if netns.exists(st.physical):
-            guard_mod.hand_back(guard_mod.record_path(store.dir, store.path.stem), st.physical, warnings.append)
+            hotplug.hand_back(hotplug.record_path(store.dir, store.path.stem), st.physical, warnings.append)
         problems += _bring_back(st)
         if st.guard_block:
             block.remove(None)
@@ -607,7 +608,7 @@ def guard(physical: str = "physical", watch_tunnel: bool = False) -> int:
             return None, None
         return (None, now.ifname) if now.backend == "kernel" else (now.engine, None)
 
-    return guard_mod.serve(physical, st.guard_baseline, store.dir, store.path.stem,
+    return hotplug.serve(physical, st.guard_baseline, store.dir, store.path.stem,
                            watch if watch_tunnel else None)
 
 
@@ -619,7 +620,7 @@ def status(physical: str = "physical", as_json: bool = False, check: bool = Fals
     if not store.exists():
         raise HostError(f"not up: no state for physical namespace '{physical}' in {run_dir()}")
     st = _load_state(store)
-    info = status_mod.gather(st, guard=guard_mod.Record.load(guard_mod.record_path(store.dir, store.path.stem)))
+    info = status_mod.gather(st, guard=guard_mod.Record.load(hotplug.record_path(store.dir, store.path.stem)))
     if as_json:
         print(status_mod.to_json(info))
     else:

@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from . import interfaces as ifaces
-from . import netns, procs, selfcmd, wifi
+from . import netns, procs, wifi
 from .errors import HostError
 from .state import Proc
 
@@ -199,7 +199,7 @@ class Guard:
             return
         t = time.time()
         try:
-            _move_link(ifindex, self.physical)
+            move_link(ifindex, self.physical)
         except OSError as e:
             if e.errno == errno.ENODEV:  # gone already (unplugged again)
                 return
@@ -337,7 +337,7 @@ def new_links(data: bytes) -> list[tuple[int, str]]:
     return [(i, n) for kind, i, n in link_events(data) if kind == RTM_NEWLINK]
 
 
-def _move_link(ifindex: int, dst: str | None, src: str | None = None) -> None:
+def move_link(ifindex: int, dst: str | None, src: str | None = None) -> None:
     """One netlink request moving link `ifindex` from `src` to `dst`; errors as OSError."""
     from pyroute2 import IPRoute
     from pyroute2.netlink.exceptions import NetlinkError
@@ -354,7 +354,7 @@ def _move_link(ifindex: int, dst: str | None, src: str | None = None) -> None:
         os.close(fd)
 
 
-def _links_in(ns: str | None) -> dict[int, str]:
+def links_in(ns: str | None) -> dict[int, str]:
     """index -> name of every link in `ns`, over netlink (sysfs shows only our own namespace)."""
     from pyroute2 import IPRoute
 
@@ -367,107 +367,9 @@ def _links_in(ns: str | None) -> dict[int, str]:
 def _arrived(ifindex: int, ifname: str, physical: str) -> tuple[int, str]:
     """(index, name) of a link just moved into `physical`: same index, maybe a new name."""
     try:
-        there = _links_in(physical)
+        there = links_in(physical)
     except Exception:
         return ifindex, ifname
     if ifindex in there:
         return ifindex, there[ifindex]
     return ifindex, ifname
-
-
-# ------------------------------------------------------------------ handing back
-
-
-def hand_back(record_path: Path, physical: str, warn: Callable[[str], None]) -> None:
-    """`down`: every device the guard moved, still in `physical`, goes back to where we run."""
-    rec = Record.load(record_path)
-    try:
-        there = _links_in(physical)
-    except Exception as e:
-        warn(f"cannot list the links of {physical}: {e}")
-        there = {}
-    for m in rec.moved:
-        try:
-            if m.what == "wiphy":
-                wifi.move_wiphy(m.index, physical, None)
-                continue
-            # by index, which survives renames; by name where the index changed on the way
-            index = m.index if there.get(m.index) == m.name else next(
-                (i for i, n in there.items() if n == m.name), None)
-            if index is not None:
-                _move_link(index, None, physical)
-        except HostError as e:
-            if e.errno == errno.ENODEV:
-                continue  # unplugged meanwhile
-            warn(f"could not hand back {m.what} {m.name}: {e}")
-        except OSError as e:
-            warn(f"could not hand back {m.what} {m.name}: {e}")
-
-
-# ------------------------------------------------------------------ the process
-
-
-def record_path(store_dir: Path, stem: str) -> Path:
-    return store_dir / f"{stem}.guard.json"
-
-
-WATCH_ENV = "NSROUTE_GUARD_WATCH_TUNNEL"
-
-
-def start(physical: str, store_dir: Path, stem: str, timeout: float = 60.0) -> Proc:
-    """Start `nsroute guard` in a session of its own; return once its first sweep is done.
-
-    Under the systemd units (which set NSROUTE_GUARD_WATCH_TUNNEL=1) the guard is the
-    process systemd watches, and it ends with the tunnel, so that one restart of the unit
-    brings back whichever of the two died. Elsewhere it keeps guarding when the tunnel dies.
-    """
-    argv = [*selfcmd.nsroute_argv(), "guard", "--physical", physical]
-    if os.environ.get(WATCH_ENV) == "1":
-        argv.append("--watch-tunnel")
-    path = record_path(store_dir, stem)
-    log = store_dir / f"{stem}.guard.log"
-    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    try:
-        p = netns.popen(None, argv, stdout=fd, stderr=fd)
-    finally:
-        os.close(fd)
-    rec = procs.record(p.pid, "guard", argv)
-    end = time.monotonic() + timeout
-    while Record.load(path).pid != p.pid:
-        code = p.poll()
-        if code is not None:
-            raise HostError(f"the hot-plug guard exited with status {code}: {procs.last_line(log)}")
-        if time.monotonic() > end:
-            procs.stop(rec)
-            raise HostError(f"the hot-plug guard did not start within {timeout:g}s: {procs.last_line(log)}")
-        time.sleep(0.02)
-    pidfile = store_dir / f"{stem}.guard.pid"  # what the systemd units watch
-    tmp = pidfile.with_suffix(".pidtmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    with os.fdopen(fd, "w") as f:
-        f.write(f"{p.pid}\n")
-    os.replace(tmp, pidfile)
-    return rec
-
-
-def baseline() -> dict[str, list[int]]:
-    """What is here before `up` changes anything: the guard never moves these."""
-    return {"links": sorted(present_links()), "phys": sorted(present_wiphys())}
-
-
-def serve(physical: str, baseline_: dict[str, list[int]], store_dir: Path, stem: str,
-          watch: Callable[[], tuple[Proc | None, str | None]] | None = None) -> int:
-    """The body of `nsroute guard`."""
-    guard = Guard(physical, baseline_.get("links", []), baseline_.get("phys", []),
-                  record_path(store_dir, stem), watch=watch)
-    return guard.run()
-
-
-def tunnel_started(guard: Proc | None) -> None:
-    """Tell a running guard that the tunnel was (re)started (it re-reads what to watch)."""
-    if procs.alive(guard):
-        assert guard is not None
-        try:
-            os.kill(guard.pid, signal.SIGHUP)
-        except ProcessLookupError:
-            pass

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from nsroute.host import guard
+from nsroute.host import hotplug
 from nsroute.host.selfcmd import nsroute_argv
 from nsroute.host.state import state_key
 
@@ -55,7 +55,7 @@ def _restarts_what_died(s: dict[str, list[str]]) -> None:
     assert s["Type"] == ["forking"] and s["Restart"] == ["always"] and s["KillMode"] == ["process"]
     # the guard is watched, and ends with the tunnel (engine or kernel link)
     assert s["PIDFile"] == [f"/run/nsroute/{state_key('physical')}.guard.pid"]
-    assert s["Environment"] == [f"{guard.WATCH_ENV}=1"]
+    assert s["Environment"] == [f"{hotplug.WATCH_ENV}=1"]
     assert s["StartLimitIntervalSec"] == ["0"]
 
 

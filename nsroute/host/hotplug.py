@@ -1,0 +1,115 @@
+"""The hot-plug guard's life around `up` and `down` (the guard itself is guard.py).
+
+`up` takes the baseline before it changes anything, starts `nsroute guard` and tells it
+when the tunnel is (re)started; `down` hands back what the guard moved.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from . import guard, netns, procs, selfcmd, wifi
+from .errors import HostError
+from .state import Proc
+
+# ------------------------------------------------------------------ handing back
+
+
+def hand_back(record_path: Path, physical: str, warn: Callable[[str], None]) -> None:
+    """`down`: every device the guard moved, still in `physical`, goes back to where we run."""
+    rec = guard.Record.load(record_path)
+    try:
+        there = guard.links_in(physical)
+    except Exception as e:
+        warn(f"cannot list the links of {physical}: {e}")
+        there = {}
+    for m in rec.moved:
+        try:
+            if m.what == "wiphy":
+                wifi.move_wiphy(m.index, physical, None)
+                continue
+            # by index, which survives renames; by name where the index changed on the way
+            index = m.index if there.get(m.index) == m.name else next(
+                (i for i, n in there.items() if n == m.name), None)
+            if index is not None:
+                guard.move_link(index, None, physical)
+        except HostError as e:
+            if e.errno == errno.ENODEV:
+                continue  # unplugged meanwhile
+            warn(f"could not hand back {m.what} {m.name}: {e}")
+        except OSError as e:
+            warn(f"could not hand back {m.what} {m.name}: {e}")
+
+
+# ------------------------------------------------------------------ the process
+
+
+def record_path(store_dir: Path, stem: str) -> Path:
+    return store_dir / f"{stem}.guard.json"
+
+
+WATCH_ENV = "NSROUTE_GUARD_WATCH_TUNNEL"
+
+
+def start(physical: str, store_dir: Path, stem: str, timeout: float = 60.0) -> Proc:
+    """Start `nsroute guard` in a session of its own; return once its first sweep is done.
+
+    Under the systemd units (which set NSROUTE_GUARD_WATCH_TUNNEL=1) the guard is the
+    process systemd watches, and it ends with the tunnel, so that one restart of the unit
+    brings back whichever of the two died. Elsewhere it keeps guarding when the tunnel dies.
+    """
+    argv = [*selfcmd.nsroute_argv(), "guard", "--physical", physical]
+    if os.environ.get(WATCH_ENV) == "1":
+        argv.append("--watch-tunnel")
+    path = record_path(store_dir, stem)
+    log = store_dir / f"{stem}.guard.log"
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        p = netns.popen(None, argv, stdout=fd, stderr=fd)
+    finally:
+        os.close(fd)
+    rec = procs.record(p.pid, "guard", argv)
+    end = time.monotonic() + timeout
+    while guard.Record.load(path).pid != p.pid:
+        code = p.poll()
+        if code is not None:
+            raise HostError(f"the hot-plug guard exited with status {code}: {procs.last_line(log)}")
+        if time.monotonic() > end:
+            procs.stop(rec)
+            raise HostError(f"the hot-plug guard did not start within {timeout:g}s: {procs.last_line(log)}")
+        time.sleep(0.02)
+    pidfile = store_dir / f"{stem}.guard.pid"  # what the systemd units watch
+    tmp = pidfile.with_suffix(".pidtmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    with os.fdopen(fd, "w") as f:
+        f.write(f"{p.pid}\n")
+    os.replace(tmp, pidfile)
+    return rec
+
+
+def baseline() -> dict[str, list[int]]:
+    """What is here before `up` changes anything: the guard never moves these."""
+    return {"links": sorted(guard.present_links()), "phys": sorted(guard.present_wiphys())}
+
+
+def serve(physical: str, baseline_: dict[str, list[int]], store_dir: Path, stem: str,
+          watch: Callable[[], tuple[Proc | None, str | None]] | None = None) -> int:
+    """The body of `nsroute guard`."""
+    g = guard.Guard(physical, baseline_.get("links", []), baseline_.get("phys", []),
+                    record_path(store_dir, stem), watch=watch)
+    return g.run()
+
+
+def tunnel_started(proc: Proc | None) -> None:
+    """Tell a running guard that the tunnel was (re)started (it re-reads what to watch)."""
+    if procs.alive(proc):
+        assert proc is not None
+        try:
+            os.kill(proc.pid, signal.SIGHUP)
+        except ProcessLookupError:
+            pass
