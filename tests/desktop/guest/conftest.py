@@ -8,27 +8,13 @@ here is skipped (and tests/conftest.py does not even collect them on the host).
 from __future__ import annotations
 
 import os
-import subprocess
 from pathlib import Path
 
-import pytest
+from tests.support.guest import mark_guest_only, sh  # noqa: F401 (sh: for the tests here)
 
 IN_DESKTOP = os.environ.get("NSROUTE_DESKTOP") == "1"
 HERE = Path(__file__).parent
 
 
 def pytest_collection_modifyitems(config, items):
-    skip = pytest.mark.skip(reason="runs only inside the desktop VM (NSROUTE_DESKTOP=1)")
-    for item in items:
-        if HERE in Path(item.path).parents:
-            item.add_marker(pytest.mark.vm)
-            if not IN_DESKTOP:
-                item.add_marker(skip)
-
-
-def sh(*cmd: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
-    """Run a command, text output; raise with its output on failure."""
-    p = subprocess.run(list(cmd), capture_output=True, text=True, timeout=timeout)
-    if check and p.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} -> {p.returncode}\n{p.stdout}\n{p.stderr}")
-    return p
+    mark_guest_only(items, HERE, IN_DESKTOP, "runs only inside the desktop VM (NSROUTE_DESKTOP=1)")

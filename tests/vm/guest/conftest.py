@@ -10,38 +10,19 @@ works here unchanged: the guest runs as root with its own writable /etc, /run an
 from __future__ import annotations
 
 import os
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
+
+from tests.support.guest import mark_guest_only, sh  # noqa: F401 (sh: for the tests here)
 
 IN_VM = os.environ.get("NSROUTE_VM") == "1"
 HERE = Path(__file__).parent
 
 
 def pytest_collection_modifyitems(config, items):
-    """Every test here is a vm test (so `-m "not vm"` leaves them out), skipped outside the guest.
-
-    Why at collection: a skip in a fixture would come after session fixtures such as
-    `kernel_modules`, which fail on a host without the modules.
-    """
-    skip = pytest.mark.skip(
-        reason="runs only inside the VM guest (scripts/vm-run sets NSROUTE_VM=1)"
-    )
-    for item in items:
-        if HERE in Path(item.path).parents:
-            item.add_marker(pytest.mark.vm)
-            if not IN_VM:
-                item.add_marker(skip)
-
-
-def sh(*cmd: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
-    """Run a command, text output; raise with stderr on failure."""
-    p = subprocess.run(list(cmd), capture_output=True, text=True, timeout=timeout)
-    if check and p.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} -> {p.returncode}\n{p.stdout}\n{p.stderr}")
-    return p
+    mark_guest_only(items, HERE, IN_VM, "runs only inside the VM guest (scripts/vm-run sets NSROUTE_VM=1)")
 
 
 def modprobe(module: str, *params: str) -> None:
