@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from .. import fsmode
 from . import interfaces as ifaces
 from . import netns, procs, wifi
 from .errors import HostError
@@ -115,11 +116,7 @@ class Record:
     errors: list[str] = field(default_factory=list)
 
     def save(self, path: Path) -> None:
-        tmp = path.with_suffix(".gtmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(json.dumps(asdict(self), indent=1))
-        os.replace(tmp, path)
+        fsmode.replace_file(path, json.dumps(asdict(self), indent=1), 0o600)
 
     @classmethod
     def load(cls, path: Path) -> Record:

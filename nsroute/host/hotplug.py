@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from .. import fsmode
 from . import guard, netns, procs, selfcmd, wifi
 from .errors import HostError
 from .state import Proc
@@ -84,11 +85,7 @@ def start(physical: str, store_dir: Path, stem: str, timeout: float = 60.0) -> P
             raise HostError(f"the hot-plug guard did not start within {timeout:g}s: {procs.last_line(log)}")
         time.sleep(0.02)
     pidfile = store_dir / f"{stem}.guard.pid"  # what the systemd units watch
-    tmp = pidfile.with_suffix(".pidtmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    with os.fdopen(fd, "w") as f:
-        f.write(f"{p.pid}\n")
-    os.replace(tmp, pidfile)
+    fsmode.replace_file(pidfile, f"{p.pid}\n", 0o644)
     return rec
 
 
