@@ -24,6 +24,7 @@ def _fail(e: Exception) -> UserError:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="nsroute", prog_name="nsroute", message="%(prog)s %(version)s")
 def main() -> None:
     """Send all of a host's traffic through WireGuard, with no way to leak.
 
