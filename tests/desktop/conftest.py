@@ -21,6 +21,7 @@ from tests.vm.conftest import EXIT_NO_QEMU, GuestRun
 REPO = Path(__file__).resolve().parents[2]
 IMAGE = REPO / "scripts" / "desktop-image"
 RUN = REPO / "scripts" / "desktop-run"
+PACKAGE = REPO / "scripts" / "package"
 
 
 @pytest.fixture(scope="session")
@@ -31,11 +32,16 @@ def desktop_run(tmp_path_factory) -> GuestRun:
     build = subprocess.run([str(IMAGE)], cwd=REPO, capture_output=True, text=True)
     assert build.returncode == 0, f"scripts/desktop-image failed:\n{build.stderr[-3000:]}"
     image = build.stdout.strip().splitlines()[-1]
+    # the guest installs nsroute from the package built from this tree, as a user would
+    dist = tmp_path_factory.mktemp("desktop-deb")
+    pkg = subprocess.run([str(PACKAGE), "--out", str(dist)], cwd=REPO, capture_output=True, text=True)
+    assert pkg.returncode == 0, f"scripts/package failed:\n{pkg.stderr[-3000:]}"
+    deb = pkg.stdout.strip().splitlines()[-1]
     reports = tmp_path_factory.mktemp("desktop-reports")
     selection = os.environ.get("NSROUTE_DESKTOP_TESTS", "tests/desktop/guest").split()
     guest = ("python3 -m pytest " + " ".join(selection) + " -p no:cacheprovider -v "
              "--junitxml $NSROUTE_DESKTOP_OUT/guest.xml -o junit_family=xunit2")
-    cmd = [sys.executable, str(RUN), "--image", image, "--rwdir", str(reports), "--",
+    cmd = [sys.executable, str(RUN), "--image", image, "--deb", deb, "--rwdir", str(reports), "--",
            "sh", "-c", guest]
     start = time.monotonic()
     p = subprocess.run(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -15,6 +15,8 @@ pytestmark = pytest.mark.vm
 MUST_PASS = [
     "test_boot::test_systemd_desktop_booted",
     "test_boot::test_kernel_modules_load",
+    "test_package::test_installed_from_the_package",
+    "test_package::test_units_man_pages_and_completion",
     "test_resolved::test_resolved_gets_tunnel_dns_and_exec_asks_the_lan[userspace]",
     "test_resolved::test_resolved_gets_tunnel_dns_and_exec_asks_the_lan[kernel]",
 ]
