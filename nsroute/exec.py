@@ -17,6 +17,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
+import shutil
 import signal
 import sys
 from collections.abc import Mapping
@@ -177,7 +178,9 @@ def _exec(cmd: list[str], env: Mapping[str, str]) -> NoReturn:
     except OSError as e:
         for sig in _PYTHON_IGNORES:  # the message may go to a closed pipe: fail, don't die
             signal.signal(sig, signal.SIG_IGN)
-        if isinstance(e, FileNotFoundError):
+        # a PATH directory the user may not enter gives EACCES even when CMD is nowhere
+        missing = "/" not in cmd[0] and shutil.which(cmd[0], path=env.get("PATH", os.defpath)) is None
+        if isinstance(e, FileNotFoundError) or missing:
             raise ExecError(f"{cmd[0]}: command not found") from None
         if isinstance(e, PermissionError):
             raise ExecError(f"{cmd[0]}: permission denied") from None

@@ -168,6 +168,13 @@ def test_exit_status_signals_and_refusal(site, user, shared):
             p.kill()
             p.wait(timeout=5)
 
+    # a command that is not there: one line, exit status 1, as before the exec in place; also
+    # when a PATH directory is closed to the user (execvp says EACCES then)
+    closed = shared / "closed"
+    closed.mkdir(mode=0o700)
+    r = _exec(site, "nsr-no-such-command", user_args=as_user, env={"PATH": f"{closed}:{os.environ['PATH']}"})
+    assert r.returncode == 1 and r.stderr == "nsroute: nsr-no-such-command: command not found\n", r.stderr
+
     _ok(site.down())
     r = _exec(site, "true", user_args=as_user)
     assert r.returncode != 0
