@@ -198,10 +198,9 @@ def exec_(physical: str, user: str | None, cmd: tuple[str, ...]) -> None:
     from . import exec as exec_mod
 
     try:
-        code = exec_mod.run(list(cmd), physical=physical, user=user)
+        exec_mod.run(list(cmd), physical=physical, user=user)  # on success this process is CMD
     except exec_mod.ExecError as e:
         raise _fail(e) from None
-    sys.exit(code)
 
 
 @main.command()
