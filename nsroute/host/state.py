@@ -53,6 +53,7 @@ class State:
     into: str | None = None
     version: int = VERSION
     steps: list[str] = field(default_factory=list)
+    doing: str | None = None  # the step begun and not yet done ("" none; None: an older state file)
     netns_created: bool = False
     etc_netns_created: bool = False
     snapshot_time: float = 0.0
