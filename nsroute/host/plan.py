@@ -9,7 +9,6 @@ going forward.
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 from .. import config as wgconfig
 from .. import fsmode
@@ -38,13 +37,10 @@ def _delete_netns(ctx: Ctx) -> None:
         netns.delete(st.physical)
 
 
-def _etc_dir(st: State) -> Path:
-    return Path("/etc/netns") / (st.physical if st.mode == "host" else st.into or "")
-
-
 def _physical_etc(ctx: Ctx) -> None:
     """resolv.conf (and nsswitch.conf) that programs run in `physical` read."""
-    etc = _etc_dir(ctx.st)
+    etc = ctx.st.etc_netns()
+    assert etc is not None
     ctx.st.etc_netns_created = not etc.exists()
     ctx.store.save(ctx.st)
     fsmode.make_dirs(etc, 0o755)  # programs run by `exec` as any user read resolv.conf here
@@ -54,16 +50,17 @@ def _physical_etc(ctx: Ctx) -> None:
 
 
 def _container_etc(ctx: Ctx) -> None:
-    etc = _etc_dir(ctx.st)
-    if not etc.exists():
+    etc = ctx.st.etc_netns()
+    if etc is not None and not etc.exists():
         ctx.st.etc_netns_created = True
         ctx.store.save(ctx.st)
         fsmode.make_dirs(etc, 0o755)
 
 
 def _remove_etc(ctx: Ctx) -> None:
-    if ctx.st.etc_netns_created:
-        shutil.rmtree(_etc_dir(ctx.st), ignore_errors=True)
+    etc = ctx.st.etc_netns()
+    if ctx.st.etc_netns_created and etc is not None:
+        shutil.rmtree(etc, ignore_errors=True)
 
 
 # ---------------------------------------------------------------- the guard
@@ -130,7 +127,7 @@ def _complete(ctx: Ctx) -> None:
 PREPARE = Step("prepare", lambda ctx: None)  # the snapshot is on disk: from here, `down` can undo
 NETNS = Step("netns", _create_netns, _delete_netns)
 PHYSICAL_ETC = Step("etc-netns", _physical_etc, _remove_etc)
-CONTAINER_ETC = Step("etc-netns", _container_etc, _remove_etc, when=lambda ctx: "/" not in (ctx.st.into or "/"))
+CONTAINER_ETC = Step("etc-netns", _container_etc, _remove_etc, when=lambda ctx: ctx.st.etc_netns() is not None)
 PREUP = _hook("preup", "PreUp")
 POSTUP = _hook("postup", "PostUp")
 LO = Step("lo", _up_lo)

@@ -80,6 +80,12 @@ class State:
     def done(self, step: str) -> bool:
         return step in self.steps
 
+    def etc_netns(self) -> Path | None:
+        """/etc/netns/NAME of the namespace `up` gives files to (`physical`, or a named
+        container); None for a container given by path, which `ip netns exec` never binds."""
+        name = self.physical if self.mode == "host" else self.into
+        return Path("/etc/netns") / name if name and "/" not in name else None
+
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
 

@@ -129,7 +129,8 @@ def resolv_path(st: State) -> str | None:
     """The resolv.conf the tunnel's DNS goes to; None for a container named by path."""
     if st.mode == "host":
         return "/etc/resolv.conf"
-    return None if "/" in (st.into or "/") else str(Path("/etc/netns") / st.into / "resolv.conf")
+    etc = st.etc_netns()
+    return str(etc / "resolv.conf") if etc is not None else None
 
 
 def _wants_dns(ctx: Ctx) -> bool:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from . import dhcp, netns, networkmanager, procs, wifi
@@ -127,7 +126,7 @@ def dhcp_step(snap: dict[str, Any]) -> Step:
         hook = store.dir / f"{store.path.stem}.dhcp-hook"
         if not hook.exists():  # once per `up`: a running client may be reading it
             dhcp.write_hook(store.dir, hook.name)
-        p = dhcp.start(name, phys, str(Path("/etc/netns") / phys / "resolv.conf"), str(hook),
+        p = dhcp.start(name, phys, str(st.etc_netns() / "resolv.conf"), str(hook),
                        store.dir / f"{store.path.stem}.dhcp-{name}.log", _lease_ip(snap),
                        _default_metric(snap), bool(_defaults(snap)) or bool(snap.get("unconfigured")))
         if p is None:
