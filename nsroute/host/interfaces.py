@@ -82,6 +82,9 @@ def address_args(a: dict[str, Any], dev: str, elapsed: float = 0.0) -> list[str]
         return None
     if fam == "inet6" and a.get("scope") == "link" and a.get("local", "").startswith("fe80:"):
         return None
+    lifetimes = _lifetimes(a, elapsed)
+    if lifetimes is None:
+        return None
     args = ["addr", "add", f"{a['local']}/{a['prefixlen']}"]
     if a.get("address"):
         args += ["peer", f"{a['address']}/{a['prefixlen']}"]
@@ -92,21 +95,27 @@ def address_args(a: dict[str, Any], dev: str, elapsed: float = 0.0) -> list[str]
     args += ["dev", dev]
     if fam == "inet" and a.get("label") and a["label"] != dev:
         args += ["label", a["label"]]
-    valid, pref = a.get("valid_life_time", FOREVER), a.get("preferred_life_time", FOREVER)
-    if valid != FOREVER:
-        valid = int(valid - elapsed)
-        if valid <= 0:
-            return None
-        pref = max(0, min(valid, int(pref - elapsed))) if pref != FOREVER else valid
-        args += ["valid_lft", str(valid), "preferred_lft", str(pref)]
-    elif pref != FOREVER:
-        args += ["valid_lft", "forever", "preferred_lft", str(max(0, int(pref - elapsed)))]
+    args += lifetimes
     for flag in ADDR_FLAGS:
         if a.get(flag) and not (flag == "nodad" and fam == "inet"):
             args.append(flag)
     if fam == "inet6" and "nodad" not in args:
         args.append("nodad")  # it was valid on this link a moment ago: no DAD delay
     return args
+
+
+def _lifetimes(a: dict[str, Any], elapsed: float) -> list[str] | None:
+    """What is left of an address's lifetimes after `elapsed`; None once it has expired."""
+    valid, pref = a.get("valid_life_time", FOREVER), a.get("preferred_life_time", FOREVER)
+    if valid != FOREVER:
+        valid = int(valid - elapsed)
+        if valid <= 0:
+            return None
+        pref = max(0, min(valid, int(pref - elapsed))) if pref != FOREVER else valid
+        return ["valid_lft", str(valid), "preferred_lft", str(pref)]
+    if pref != FOREVER:
+        return ["valid_lft", "forever", "preferred_lft", str(max(0, int(pref - elapsed)))]
+    return []
 
 
 def route_args(r: dict[str, Any], family: str, dev: str) -> list[str] | None:
@@ -119,7 +128,12 @@ def route_args(r: dict[str, Any], family: str, dev: str) -> list[str] | None:
     if r.get("gateway"):
         via_fam = r.get("via", {}).get("family") if isinstance(r.get("via"), dict) else None
         args += ["via", *(["inet6"] if via_fam == "inet6" and family == "4" else []), r["gateway"]]
-    args += ["dev", dev]
+    return [*args, "dev", dev, *_route_options(r, family)]
+
+
+def _route_options(r: dict[str, Any], family: str) -> list[str]:
+    """Everything after `dev`: protocol, scope, metric, table, source, flags, metrics."""
+    args: list[str] = []
     if r.get("protocol") and r["protocol"] != "boot":
         args += ["proto", str(r["protocol"])]
     if r.get("scope"):

@@ -53,6 +53,7 @@ class State:
     into: str | None = None
     version: int = VERSION
     steps: list[str] = field(default_factory=list)
+    doing: str | None = None  # the step begun and not yet done ("" none; None: an older state file)
     netns_created: bool = False
     etc_netns_created: bool = False
     snapshot_time: float = 0.0
@@ -78,6 +79,12 @@ class State:
 
     def done(self, step: str) -> bool:
         return step in self.steps
+
+    def etc_netns(self) -> Path | None:
+        """/etc/netns/NAME of the namespace `up` gives files to (`physical`, or a named
+        container); None for a container given by path, which `ip netns exec` never binds."""
+        name = self.physical if self.mode == "host" else self.into
+        return Path("/etc/netns") / name if name and "/" not in name else None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
