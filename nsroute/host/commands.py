@@ -188,16 +188,10 @@ def _up_steps(cfg: wgconfig.Config, st: State, store: Store, wireless: list[str]
             _say(f"warning: {f}")
         store.mark(st, f"restored:{snap['name']}")
 
-    hook = None
     for snap in st.interfaces:
-        if not (snap.get("dynamic") or snap.get("unconfigured")):
+        if not dhcp.wanted(snap):
             continue
-        if snap.get("unconfigured") and not snap.get("up"):
-            netns.run(["ip", "-n", phys, "link", "set", "dev", snap["name"], "up"])
-        hook = hook or dhcp.write_hook(store.dir, f"{store.path.stem}.dhcp-hook")
-        p = dhcp.start(snap["name"], phys, str(etc / "resolv.conf"), hook,
-                       store.dir / f"{store.path.stem}.dhcp-{snap['name']}.log", _lease_ip(snap),
-                       _default_metric(snap), _has_default(snap) or bool(snap.get("unconfigured")))
+        p = dhcp.start_uplink(snap, phys, store.dir, store.path.stem)
         if p is None:
             _say(f"warning: no DHCP client (busybox udhcpc) installed: the lease on {snap['name']} will not be renewed")
             continue
@@ -209,10 +203,7 @@ def _up_steps(cfg: wgconfig.Config, st: State, store: Store, wireless: list[str]
 
     for argv in st.wpa_original:
         pidfile = store.dir / f"{store.path.stem}.wpa-{len(st.wpa)}.pid"
-        pidfile.unlink(missing_ok=True)
-        netns.run(["ip", "netns", "exec", phys, *wifi.daemon_argv(argv, str(pidfile))])
-        pid = wifi.read_pidfile(pidfile)
-        st.wpa.append(procs.record(pid, "wpa_supplicant", argv))
+        st.wpa.append(wifi.start_daemon(argv, phys, pidfile))
         store.mark(st, f"wpa:{len(st.wpa)}")
 
     hooks.run("PreUp", cfg.interface.hooks["preup"], cfg.name)
@@ -243,21 +234,6 @@ def _start_guard(st: State, store: Store) -> None:
     store.mark(st, "guard")
 
 
-def _lease_ip(snap: dict) -> str | None:
-    for a in snap["addresses"]:
-        if a.get("family") == "inet" and a.get("valid_life_time", ifaces.FOREVER) != ifaces.FOREVER:
-            return a["local"]
-    return None
-
-
-def _defaults(snap: dict) -> list[dict]:
-    return [r for r in snap["routes"].get("4", []) if r.get("dst") == "default" and not r.get("table")]
-
-
-def _has_default(snap: dict) -> bool:
-    return bool(_defaults(snap))
-
-
 def _await_lease(ifname: str, phys: str, timeout: float = 10.0) -> None:
     """At boot the endpoint may only be reachable once the first lease is in."""
     end = time.monotonic() + timeout
@@ -266,11 +242,6 @@ def _await_lease(ifname: str, phys: str, timeout: float = 10.0) -> None:
             return
         time.sleep(0.2)
     _say(f"warning: no DHCP lease on {ifname} yet; the client keeps trying in {phys}")
-
-
-def _default_metric(snap: dict) -> int | None:
-    d = _defaults(snap)
-    return d[0].get("metric") if d else None
 
 
 def _choose_backend(requested: str) -> str:
@@ -569,7 +540,7 @@ def _bring_back(st: State) -> list[str]:
         for w in st.wiphys:
             if any(n in fresh for n in w["ifaces"]):
                 try:
-                    wifi.move_wiphy(w["index"], phys, None)
+                    wifi.move_wiphy(wifi.index_now(phys, w["ifaces"], w["index"]), phys, None)
                 except HostError as e:
                     problems.append(str(e))
         wireless = {n for w in st.wiphys for n in w["ifaces"]}
