@@ -52,3 +52,15 @@ def test_record_keeps_what_was_revived(tmp_path):
     back = guard.Record.load(path)
     assert back.moved[0].mac == "02:00:00:aa:bb:01"
     assert revive.revived_processes(back.revived) == [Proc(5, 7, "dhcp eth1", [])]
+
+
+def test_status_tells_an_uplink_came_back():
+    from nsroute.host import status
+    from tests.unit.test_status_health import _info
+
+    info = _info()
+    info["guard"]["revived"] = [{"name": "eth0", "arrived_as": "eth3", "what": "netdev", "time": 0.0,
+                                 "failures": ["ip addr add 1.2.3.4/24 dev eth0: busy"], "pids": [77]}]
+    info["problems"], info["warnings"] = [], []
+    text = status.render(info)
+    assert "eth0 came back (as eth3)" in text and "; ip addr add 1.2.3.4/24 dev eth0: busy" in text
