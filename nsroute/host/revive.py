@@ -116,7 +116,12 @@ class Reviver:
                 name = now
         for old in stale_processes(name, st, earlier):
             procs.stop(old)
-        failures += ifaces.restore({**snap, "name": name}, phys)
+        replay = ifaces.restore({**snap, "name": name}, phys)
+        if dhcp.wanted(snap):  # routes through an expired lease's subnet: the DHCP client sets them
+            for f in (f for f in replay if " route add " in f):
+                self.log(f"guard: {name}: {f} (left to the DHCP client)")
+            replay = [f for f in replay if " route add " not in f]
+        failures += replay
         started: list[Proc] = []
         try:
             if dhcp.wanted(snap):

@@ -82,9 +82,12 @@ def test_usb_uplink_on_dhcp_comes_back(site, backend):
     L, ph = site.laptop, Netns(site.physical)
     # The USB NIC plugged before `up`, renamed as udev does, on DHCP; the only way to the VPN.
     Path(hp.USB_DEV, "authorized").write_text("1")
-    wait_for(lambda: hp.usb_host_netdevs(), 60, what="the USB NIC")
-    (kernel_name,) = hp.usb_host_netdevs()
-    L.ip("link", "set", kernel_name, "name", USB_NAME)
+
+    def renamed() -> bool:  # enumeration may replace the netdev once (a second configuration)
+        names = hp.usb_host_netdevs()
+        return len(names) == 1 and L.ip("link", "set", names[0], "name", USB_NAME, check=False).returncode == 0
+
+    wait_for(renamed, 60, what="the USB NIC, renamed")
     L.ip("link", "set", USB_NAME, "up")
     lease(site, USB_NAME, metric=50)
     L.ip("-4", "route", "flush", "exact", "0.0.0.0/0", "dev", "eth0")  # eth0's and eth1's defaults
