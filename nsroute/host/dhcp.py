@@ -22,6 +22,7 @@ from pathlib import Path
 
 from .. import fsmode
 from . import dns, netns, procs, selfcmd
+from .interfaces import FOREVER
 from .state import Proc
 
 ENV_RESOLV = "NSROUTE_DHCP_RESOLV"
@@ -68,6 +69,42 @@ def start(ifname: str, ns: str, resolv_path: str, hook: str, log: Path,
     with os.fdopen(fsmode.open_file(log, os.O_WRONLY | os.O_APPEND, 0o600), "ab") as out:
         p = netns.popen(ns, argv, stdout=out, stderr=out, env=env)
     return procs.record(p.pid, f"dhcp {ifname}", argv)
+
+
+def wanted(snap: dict) -> bool:
+    """An uplink whose snapshot had a lease, or no IPv4 address at all, keeps a DHCP client."""
+    return bool(snap.get("dynamic") or snap.get("unconfigured"))
+
+
+def start_uplink(snap: dict, ns: str, store_dir: Path, stem: str) -> Proc | None:
+    """udhcpc for an uplink in `ns`, as its snapshot asks: `up` and the guard (when the
+    uplink comes back) start it the same way. None when no client is installed."""
+    name = snap["name"]
+    if snap.get("unconfigured") and not snap.get("up"):
+        netns.run(["ip", "-n", ns, "link", "set", "dev", name, "up"])
+    hook = store_dir / f"{stem}.dhcp-hook"
+    if not hook.exists():  # once per `up`: a running client may be reading it
+        write_hook(store_dir, hook.name)
+    return start(name, ns, str(Path("/etc/netns") / ns / "resolv.conf"), str(hook),
+                 store_dir / f"{stem}.dhcp-{name}.log", lease_ip(snap), default_metric(snap),
+                 bool(_defaults(snap)) or bool(snap.get("unconfigured")))
+
+
+def lease_ip(snap: dict) -> str | None:
+    """The leased IPv4 address to ask for again (udhcpc -r)."""
+    for a in snap["addresses"]:
+        if a.get("family") == "inet" and a.get("valid_life_time", FOREVER) != FOREVER:
+            return a["local"]
+    return None
+
+
+def _defaults(snap: dict) -> list[dict]:
+    return [r for r in snap["routes"].get("4", []) if r.get("dst") == "default" and not r.get("table")]
+
+
+def default_metric(snap: dict) -> int | None:
+    d = _defaults(snap)
+    return d[0].get("metric") if d else None
 
 
 def lease_commands(event: str, env: dict[str, str]) -> list[list[str]]:

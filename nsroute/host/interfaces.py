@@ -51,6 +51,7 @@ def snapshot(name: str, ns: str | None = None, now: float | None = None) -> dict
         "mtu": link.get("mtu"),
         "up": "UP" in link.get("flags", []),
         "address": link.get("address"),
+        "permaddr": link.get("permaddr", ""),  # shown by `ip` when the MAC was changed
         "kind": (link.get("linkinfo") or {}).get("info_kind", ""),
         "addresses": addrs[0].get("addr_info", []) if addrs else [],
         "routes": routes,

@@ -85,7 +85,9 @@ def wiphy_step(w: dict[str, Any]) -> Step:
 
     def undo(ctx: Ctx) -> None:
         snaps = [s for s in ctx.st.interfaces if s["name"] in w["ifaces"]]
-        _home(ctx, snaps, lambda: wifi.move_wiphy(w["index"], ctx.st.physical, None))
+        # a radio that went and came back while up has a new index: the one behind its names now
+        _home(ctx, snaps, lambda: wifi.move_wiphy(
+            wifi.index_now(ctx.st.physical, w["ifaces"], w["index"]), ctx.st.physical, None))
 
     return Step(f"moved-phy:{w['phy']}", do, undo)
 
@@ -121,14 +123,7 @@ def dhcp_step(snap: dict[str, Any]) -> Step:
 
     def do(ctx: Ctx) -> None:
         st, store, phys = ctx.st, ctx.store, ctx.st.physical
-        if snap.get("unconfigured") and not snap.get("up"):
-            netns.run(["ip", "-n", phys, "link", "set", "dev", name, "up"])
-        hook = store.dir / f"{store.path.stem}.dhcp-hook"
-        if not hook.exists():  # once per `up`: a running client may be reading it
-            dhcp.write_hook(store.dir, hook.name)
-        p = dhcp.start(name, phys, str(st.etc_netns() / "resolv.conf"), str(hook),
-                       store.dir / f"{store.path.stem}.dhcp-{name}.log", _lease_ip(snap),
-                       _default_metric(snap), bool(_defaults(snap)) or bool(snap.get("unconfigured")))
+        p = dhcp.start_uplink(snap, phys, store.dir, store.path.stem)
         if p is None:
             say(f"warning: no DHCP client (busybox udhcpc) installed: the lease on {name} will not be renewed")
             return
@@ -144,7 +139,7 @@ def dhcp_step(snap: dict[str, Any]) -> Step:
                 procs.stop(p)
 
     return Step(f"dhcp:{name}", do, undo,
-                when=lambda ctx: bool(snap.get("dynamic") or snap.get("unconfigured")))
+                when=lambda ctx: dhcp.wanted(snap))
 
 
 def wpa_step(i: int) -> Step:
@@ -153,31 +148,13 @@ def wpa_step(i: int) -> Step:
         st, store = ctx.st, ctx.store
         argv = st.wpa_original[i]
         pidfile = store.dir / f"{store.path.stem}.wpa-{i}.pid"
-        pidfile.unlink(missing_ok=True)
-        netns.run(["ip", "netns", "exec", st.physical, *wifi.daemon_argv(argv, str(pidfile))])
-        st.wpa.append(procs.record(wifi.read_pidfile(pidfile), "wpa_supplicant", argv))
+        st.wpa.append(wifi.start_daemon(argv, st.physical, pidfile))
 
     def undo(ctx: Ctx) -> None:
         if i < len(ctx.st.wpa):
             procs.stop(ctx.st.wpa[i])
 
     return Step(f"wpa:{i + 1}", do, undo)
-
-
-def _lease_ip(snap: dict) -> str | None:
-    for a in snap["addresses"]:
-        if a.get("family") == "inet" and a.get("valid_life_time", ifaces.FOREVER) != ifaces.FOREVER:
-            return a["local"]
-    return None
-
-
-def _defaults(snap: dict) -> list[dict]:
-    return [r for r in snap["routes"].get("4", []) if r.get("dst") == "default" and not r.get("table")]
-
-
-def _default_metric(snap: dict) -> int | None:
-    d = _defaults(snap)
-    return d[0].get("metric") if d else None
 
 
 def _await_lease(ifname: str, phys: str, timeout: float = 10.0) -> None:
