@@ -12,6 +12,7 @@ import json
 import os
 
 from tests.netns.test_host_killswitch import BURST
+from tests.netns.test_host_ready import returns_at_handshake, unknown_key_exits_3
 from tests.support.hosts import BEHIND4, BEHIND6, VPN_NAME, Site, beyond_wireguard_nft
 from tests.support.netns import Netns
 
@@ -104,3 +105,13 @@ def test_kernel_backend_into_container_and_crash_before_move(kernel_modules, lab
     assert box.links() == ["lo"]
     assert site.picture() == before
     assert not os.listdir(site.run_dir)
+
+
+def test_kernel_backend_up_waits_for_the_handshake_and_kicks_a_silent_peer(kernel_modules, lab, tmp_path):
+    """Issue 17 item 3 with the kernel's link: no keepalive, IPv4 only, and the link sends
+    nothing on its own (no MLD): `up` starts the handshake and returns when it is done."""
+    returns_at_handshake(Site(lab, tmp_path, dhcp=False), "kernel", slack=15)
+
+
+def test_kernel_backend_up_exits_3_when_the_server_does_not_know_us(kernel_modules, lab, tmp_path):
+    unknown_key_exits_3(Site(lab, tmp_path, dhcp=False), "kernel")
