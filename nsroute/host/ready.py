@@ -98,7 +98,10 @@ def await_ready(st: State, cfg: wgconfig.Config, timeout: float, say: Callable[[
                 probe: Callable[[], list[Finding]] | None = None) -> None:
     """Return once the tunnel carries traffic; raise NotReady after `timeout` seconds."""
     start = clock()
-    kick(st, silent_peers(cfg))
+    try:
+        kick(st, silent_peers(cfg))
+    except HostError as e:  # the checks below say what is wrong with the engine or link
+        say(f"warning: {e}")
     say(f"waiting up to {timeout:g} s for the uplinks and the first handshake (--wait)")
     left = poll(probe or (lambda: problems(st)), timeout, clock, sleep)
     if left:

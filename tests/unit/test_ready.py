@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from nsroute import config as wgconfig
 from nsroute.host import health, ready
 from nsroute.host.state import State
@@ -78,3 +80,22 @@ def test_await_ready_kicks_silent_peers_then_waits(monkeypatch, tmp_path):
     # only the peer that would stay silent: keepalive on (sends one at once), then off again
     assert sent == [(cfg.peers[0].public_key, ready.KICK_INTERVAL), (cfg.peers[0].public_key, 0)]
     assert said[-1].startswith("ready after 0.5 s")
+
+
+def test_a_kick_that_fails_is_a_warning_and_the_checks_decide(monkeypatch, tmp_path):
+    conf = tmp_path / "wg0.conf"
+    conf.write_text("[Interface]\nPrivateKey = hY8bH7aQ2n1Jx2l6m0Yh3mB0Yl8b9bF1p7k6r5s4t3U=\n\n"
+                    "[Peer]\nPublicKey = yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk=\nAllowedIPs = 0.0.0.0/0\n"
+                    "Endpoint = 192.0.2.1:51820\n")
+    cfg = wgconfig.load(str(conf))
+
+    def refuse(ifname, key, seconds):
+        raise ready.HostError("cannot reach the engine of wg0 to start the handshake: gone")
+    monkeypatch.setattr(ready, "_uapi_keepalive", refuse)
+    st = State(mode="host", physical="physical", config_path=str(conf), ifname="wg0", backend="userspace")
+    clock, said = FakeClock(), []
+    gone = {"kind": "engine-not-running", "message": "the engine is not running: nothing passes"}
+    with pytest.raises(ready.NotReady) as err:
+        ready.await_ready(st, cfg, 2, said.append, clock, clock.sleep, probe=lambda: [gone])
+    assert said[0].startswith("warning: cannot reach the engine")
+    assert err.value.problems == [gone] and "problem: engine-not-running: " in str(err.value)
