@@ -62,7 +62,7 @@ def poll(probe: Callable[[], list[Finding]], timeout: float, clock: Clock = time
 
 def problems(st: State) -> list[Finding]:
     """What keeps the tunnel from carrying traffic now, as `status` sees it."""
-    return health.traffic_problems(status_mod.gather(st))
+    return health.traffic_problems(status_mod.gather(st, full=False))
 
 
 def silent_peers(cfg: wgconfig.Config) -> list[bytes]:

@@ -126,23 +126,24 @@ def test_up_returns_as_soon_as_the_first_handshake_is_done_even_without_keepaliv
     returns_at_handshake(Site(lab, tmp_path, dhcp=False), "userspace")
 
 
-def returns_at_handshake(site: Site, backend: str, slack: float = 5) -> None:
-    """Also run by the VM tier with the kernel's WireGuard (more `slack`: each look takes
-    seconds under TCG)."""
+def returns_at_handshake(site: Site, backend: str, slack: float = 5, wait: int = 120) -> None:
+    """Also run by the VM tier with the kernel's WireGuard (more `slack` and `wait`: under
+    TCG on a loaded host each look at the state takes seconds, `up` itself a minute or more)."""
     # IPv4 only, no keepalive: nothing on its own (not even IPv6's MLD reports on the TUN)
     # would start a handshake, as with the kernel's link, which sends no MLD
     conf = site.config.read_text().replace("PersistentKeepalive = 1\n", "")
     site.config.write_text(conf.replace(", fd99::2/128", "").replace(", ::/0", ""))
     assert "PersistentKeepalive" not in site.config.read_text() and "::" not in site.config.read_text()
     t0 = time.monotonic()
-    p = _ok(site.up("--backend", backend, "--wait", "120", timeout=300))
+    p = _ok(site.up("--backend", backend, "--wait", str(wait), timeout=wait + 300))
     returned, took = time.time(), time.monotonic() - t0
+    print("nsroute up:", p.stderr, sep="\n")  # shown with -rA: where the time went
     assert "ready after" in p.stderr
     L = site.laptop
     hs = L.exec("wg", "show", site.tun, "latest-handshakes").stdout.split()
     assert len(hs) == 2 and hs[1] != "0", "up returned 0 without a handshake"
     assert returned - int(hs[1]) <= slack, f"up returned {returned - int(hs[1]):.1f} s after the handshake"
-    assert took < 100, f"up took {took:.0f} s"
+    assert took < wait * 0.8, f"up took {took:.0f} s"
     # the kick left the peer's keepalive as the config says: off
     assert L.exec("wg", "show", site.tun, "persistent-keepalive").stdout.split()[1] == "off"
     L.exec("ping", "-c", "2", "-W", "3", BEHIND4, timeout=20)
