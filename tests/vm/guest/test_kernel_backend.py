@@ -38,7 +38,7 @@ def test_kernel_backend_up_killswitch_resume_down(kernel_modules, lab, tmp_path)
     L, phys = site.laptop, Netns(site.physical)
     before = site.picture()
 
-    _ok(site.up("--backend", "kernel"))
+    _ok(site.up("--backend", "kernel", timeout=300))  # minutes under TCG on a busy host
     # the protected namespace has only lo and the kernel's WireGuard link
     assert sorted(L.links()) == sorted(["lo", site.tun])
     assert "wireguard" in L.ip("-d", "link", "show", "dev", site.tun).stdout
@@ -68,7 +68,7 @@ def test_kernel_backend_up_killswitch_resume_down(kernel_modules, lab, tmp_path)
     assert _counted(site) == base, "packets other than the WireGuard flow reached the router"
 
     # up again (auto keeps the recorded backend): recreated, nothing moved twice
-    _ok(site.up())
+    _ok(site.up(timeout=300))
     assert sorted(L.links()) == sorted(["lo", site.tun])
     assert "wireguard" in L.ip("-d", "link", "show", "dev", site.tun).stdout
     assert sorted(phys.links()) == ["eth0", "eth1", "lo"]
