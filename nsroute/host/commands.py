@@ -11,7 +11,19 @@ import os
 import sys
 
 from .. import config as wgconfig
-from . import hotplug, kernelwg, netns, plan, procs, resolved, steps, tunnelsteps, uplinks, wifi
+from . import (
+    hotplug,
+    kernelwg,
+    netns,
+    plan,
+    procs,
+    ready,
+    resolved,
+    steps,
+    tunnelsteps,
+    uplinks,
+    wifi,
+)
 from . import interfaces as ifaces
 from .down import down, rolled_back
 from .errors import HostError
@@ -39,10 +51,19 @@ def _load(name: str) -> wgconfig.Config:
 
 
 def up(config: str, physical: str = "physical", interfaces: list[str] | None = None,
-       into: str | None = None, backend: str = "auto") -> None:
-    """Move the physical interfaces out, start the engine, route everything through it."""
+       into: str | None = None, backend: str = "auto", wait: float = 0.0) -> None:
+    """Move the physical interfaces out, start the engine, route everything through it;
+    with `wait` > 0, return only once the tunnel carries traffic (ready.NotReady if not)."""
     require_root()
     cfg = _load(config)
+    _up(cfg, physical, interfaces, into, backend)
+    if wait > 0:
+        key = state_key("", into, cfg.name) if into is not None else state_key(physical)
+        ready.await_ready(load_state(Store(key)), cfg, wait, say)
+
+
+def _up(cfg: wgconfig.Config, physical: str, interfaces: list[str] | None, into: str | None,
+        backend: str) -> None:
     if into is not None:
         return _up_into(cfg, into, backend)
     store = Store(state_key(physical))

@@ -97,8 +97,9 @@ def _guard(st: State, record: Record | None) -> dict[str, Any] | None:
             "errors": rec.errors}
 
 
-def gather(st: State, now: float | None = None, guard: Record | None = None) -> dict[str, Any]:
-    """Everything `status` shows, as plain data."""
+def gather(st: State, now: float | None = None, guard: Record | None = None, full: bool = True) -> dict[str, Any]:
+    """Everything `status` shows, as plain data; `full=False` leaves out the guard and the
+    devices next to the tunnel (what `up` polls while it waits does not need them)."""
     now = time.time() if now is None else now
     tun_ns = st.into if st.mode == "into" else None
     ifaces = []
@@ -151,11 +152,11 @@ def gather(st: State, now: float | None = None, guard: Record | None = None) -> 
         "dns": {"file": st.resolv_path or None, "managed": bool(st.resolv_path),
                 "resolved_link": st.resolved_link or None},
         "dhcp_clients": [p.pid for p in dhcp_procs if procs.alive(p)],
-        "guard": _guard(st, guard),
+        "guard": _guard(st, guard) if full else None,
         "peers": peers,
         "physical_present": there if st.mode == "host" else None,
         "physical_default_routes": _default_routes(st.physical) if there else None,
-        "protected_links": _protected_links(tun_ns, st.ifname),
+        "protected_links": _protected_links(tun_ns, st.ifname) if full else None,
         "steps": st.steps,
     }
     info["problems"], info["warnings"] = health.assess(info)
