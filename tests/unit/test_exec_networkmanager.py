@@ -31,6 +31,7 @@ def fake(tmp_path, monkeypatch):
     log.write_text("")
     monkeypatch.setenv("PATH", f"{bin_}:{os.environ['PATH']}")
     monkeypatch.setenv("NMCLI_LOG", str(log))
+    monkeypatch.setattr(nm, "_daemon_running", lambda: True)
     return log
 
 
@@ -61,6 +62,24 @@ def test_nothing_when_networkmanager_is_not_running(fake, monkeypatch):
     assert nm.release(["eth0"], warn=warnings.append) == []
     nm.restore(["eth0"], warn=warnings.append)
     assert _calls(fake) == [] and warnings == []
+
+
+def test_silent_when_nmcli_is_installed_but_the_daemon_is_not_running(tmp_path, monkeypatch):
+    """The issue's report: nmcli present, no NetworkManager process, nmcli fails to connect."""
+    bin_ = tmp_path / "bin"
+    bin_.mkdir()
+    (bin_ / "nmcli").write_text("#!/bin/sh\necho 'Error: Could not create NMClient object: "
+                                "Could not connect: No such file or directory.' >&2\nexit 1\n")
+    (bin_ / "nmcli").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_}:{os.environ['PATH']}")
+    monkeypatch.setattr(nm, "_daemon_running", lambda: False)
+    warnings: list[str] = []
+    assert nm.release(["up0"], warn=warnings.append) == []
+    nm.restore(["up0"], warn=warnings.append)
+    assert warnings == []
+    monkeypatch.setattr(nm, "_daemon_running", lambda: True)  # running but unreachable: say so
+    nm.release(["up0"], warn=warnings.append)
+    assert len(warnings) == 1 and "NMClient" in warnings[0]
 
 
 def test_missing_nmcli(tmp_path, monkeypatch):
