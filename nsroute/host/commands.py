@@ -25,6 +25,7 @@ from . import (
     kernelwg,
     netns,
     networkmanager,
+    nmphysical,
     procs,
     resolved,
     tunnel,
@@ -169,9 +170,7 @@ def _up_steps(cfg: wgconfig.Config, st: State, store: Store, wireless: list[str]
             procs.stop(procs.record(pid, "wpa_supplicant"))
         store.mark(st, "wpa-stopped")
 
-    st.nm_released = networkmanager.release([i["name"] for i in st.interfaces],
-                                            warn=lambda m: _say(f"warning: {m}"))
-    store.mark(st, "nm-released")
+    _networkmanager_lets_go(st, store)
 
     for w in st.wiphys:
         _say(f"move wiphy {w['phy']} ({', '.join(w['ifaces'])}) to {phys}")
@@ -187,10 +186,15 @@ def _up_steps(cfg: wgconfig.Config, st: State, store: Store, wireless: list[str]
         for f in failures:
             _say(f"warning: {f}")
         store.mark(st, f"restored:{snap['name']}")
+    if st.nm_physical:
+        _say(f"systemctl start NetworkManager (in {phys}: it reconnects {', '.join(st.nm_managed) or 'its devices'})")
+        nmphysical.start_in(phys, [i["name"] for i in st.interfaces if i["name"] not in st.nm_managed],
+                            store.dir / f"{store.path.stem}.sysfs")
+        store.mark(st, "nm-physical")
 
     hook = None
     for snap in st.interfaces:
-        if not (snap.get("dynamic") or snap.get("unconfigured")):
+        if not (snap.get("dynamic") or snap.get("unconfigured")) or snap["name"] in st.nm_managed:
             continue
         if snap.get("unconfigured") and not snap.get("up"):
             netns.run(["ip", "-n", phys, "link", "set", "dev", snap["name"], "up"])
@@ -223,6 +227,23 @@ def _up_steps(cfg: wgconfig.Config, st: State, store: Store, wireless: list[str]
     store.mark(st, "postup")
     st.complete = True
     store.mark(st, "complete")
+
+
+def _networkmanager_lets_go(st: State, store: Store) -> None:
+    """Before the moves: where systemd runs NetworkManager and it manages some of the
+    devices, it stops, to start again in physical; otherwise it is told to leave them alone."""
+    names = [i["name"] for i in st.interfaces]
+    managed = networkmanager.managed(names) if nmphysical.available() else []
+    if managed:  # it configures some of them: it goes with them
+        st.nm_managed = managed
+        st.nm_physical = True  # before the change: teardown starts it at home again
+        store.save(st)
+        _say("systemctl stop NetworkManager wpa_supplicant (to run them in the physical namespace)")
+        nmphysical.stop()
+        store.mark(st, "nm-stopped")
+        return
+    st.nm_released = networkmanager.release(names, warn=lambda m: _say(f"warning: {m}"))
+    store.mark(st, "nm-released")
 
 
 def _guard_up(st: State, store: Store) -> None:
@@ -518,11 +539,15 @@ def teardown(st: State, store: Store, run_hooks: bool) -> list[str]:
     for p in [*st.wpa, *st.dhcp]:
         procs.stop(p)
     if st.mode == "host":
+        if st.nm_physical:  # before the devices go home, so it does not follow them half-way
+            nmphysical.leave(warnings, store.dir / f"{store.path.stem}.sysfs")
         if netns.exists(st.physical):
             hotplug.hand_back(hotplug.record_path(store.dir, store.path.stem), st.physical, warnings.append)
         problems += _bring_back(st)
         if st.guard_block:
             block.remove(None)
+        if st.nm_physical:
+            nmphysical.come_home(problems)
         networkmanager.restore(st.nm_released, warn=problems.append)
         if st.done("wpa-stopped"):
             for argv in st.wpa_original:

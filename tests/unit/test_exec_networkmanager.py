@@ -103,3 +103,17 @@ def test_nothing_to_do_without_interfaces(fake):
 
 def test_terse_split_unescapes():
     assert nm._split_terse(r"a\:b:c\\d:") == ["a:b", "c\\d", ""]
+
+
+def test_networkmanager_in_physical_keeps_its_hands_off_dns_and_unmanaged_devices():
+    from nsroute.host import nmphysical
+
+    conf = nmphysical.nm_conf(["eth1", "wl:x"])
+    lines = conf.splitlines()
+    # no DNS push: not by ifindex to resolved (other links there), not into /etc/resolv.conf
+    assert {"dns=none", "rc-manager=unmanaged", "systemd-resolved=false"} <= set(lines)
+    assert "unmanaged-devices=interface-name:eth1;interface-name:wl:x" in lines
+    assert "unmanaged-devices" not in nmphysical.nm_conf([])
+    unit = nmphysical.dropin_text("physical", "/run/nsroute/physical.sysfs").splitlines()
+    assert "NetworkNamespacePath=/run/netns/physical" in unit
+    assert "BindReadOnlyPaths=/run/nsroute/physical.sysfs:/sys" in unit
