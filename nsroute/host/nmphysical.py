@@ -94,6 +94,24 @@ def _systemctl(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(["systemctl", *args], capture_output=True, text=True, timeout=TIMEOUT)
 
 
+def _start(unit: str) -> subprocess.CompletedProcess:
+    """`systemctl start`, without waiting when we run inside a unit's start or stop job.
+
+    Why: nsroute@ is ordered before network-pre.target, and NetworkManager after it; a
+    blocking start from nsroute@'s ExecStart would wait for a job that waits for us.
+    """
+    return _systemctl("start", *(["--no-block"] if _in_nsroute_unit() else []), unit)
+
+
+def _in_nsroute_unit() -> bool:
+    """We run in the cgroup of nsroute's own units (nsroute@, nsroute-kernel@)."""
+    try:
+        cgroup = Path("/proc/self/cgroup").read_text()
+    except OSError:
+        return False
+    return "/nsroute@" in cgroup or "/nsroute-kernel@" in cgroup
+
+
 def _in_init_netns() -> bool:
     """Our network namespace is PID 1's: the services systemd starts share our view."""
     try:
@@ -129,7 +147,7 @@ def start_in(physical: str, unmanaged: list[str], sysfs: Path) -> None:
     mount_sysfs(physical, sysfs)
     write_config(physical, unmanaged, str(sysfs))
     _must(_systemctl("daemon-reload"), "systemctl daemon-reload")
-    _must(_systemctl("start", NM_UNIT), f"systemctl start {NM_UNIT} (in {physical})")
+    _must(_start(NM_UNIT), f"systemctl start {NM_UNIT} (in {physical})")
 
 
 def write_config(physical: str, unmanaged: list[str], sysfs: str) -> None:
@@ -168,7 +186,7 @@ def leave(warn: list[str], sysfs: Path) -> None:
 def come_home(problems: list[str]) -> None:
     """`down`, once the devices are home: NetworkManager in the initial namespace again."""
     try:
-        p = _systemctl("start", NM_UNIT)
+        p = _start(NM_UNIT)
     except (OSError, subprocess.TimeoutExpired) as e:
         problems.append(f"systemctl start {NM_UNIT}: {e}")
         return
