@@ -107,8 +107,12 @@ def default_metric(snap: dict) -> int | None:
     return d[0].get("metric") if d else None
 
 
-def lease_commands(event: str, env: dict[str, str]) -> list[list[str]]:
-    """The `ip` commands for one udhcpc event (pure: tested without root)."""
+def lease_commands(event: str, env: dict[str, str], subnet_route: bool = False) -> list[list[str]]:
+    """The `ip` commands for one udhcpc event (pure: tested without root).
+
+    `subnet_route`: the address is already there with `noprefixroute` (NetworkManager adds
+    it so), which `ip addr replace` keeps; then the kernel makes no subnet route, so add it.
+    """
     if event not in ("bound", "renew"):
         return []
     dev, ip = env["interface"], env.get("ip")
@@ -128,6 +132,12 @@ def lease_commands(event: str, env: dict[str, str]) -> list[list[str]]:
     if env.get("lease", "").isdigit():
         addr += ["valid_lft", env["lease"], "preferred_lft", env["lease"]]
     cmds.append(addr)
+    if subnet_route:
+        net = str(ipaddress.IPv4Interface(f"{ip}/{prefix}").network)
+        route = ["-4", "route", "replace", net, "dev", dev, "proto", "kernel", "scope", "link", "src", ip]
+        if env.get(ENV_METRIC):
+            route += ["metric", env[ENV_METRIC]]
+        cmds.append(route)
     routers = env.get("router", "").split()
     if routers and env.get(ENV_DEFAULT, "1") == "1":
         route = ["-4", "route", "replace", "default", "via", routers[0], "dev", dev, "proto", "dhcp"]
@@ -149,7 +159,8 @@ def hook(event: str, env: dict[str, str]) -> int:
     """udhcpc's script: apply a lease in this (physical) namespace; DNS to the physical file."""
     if event in ("bound", "renew"):
         old = _other_leases(env["interface"], env.get("ip", ""))
-        for args in lease_commands(event, env):
+        noprefix = _noprefixroute(env["interface"], env.get("ip", ""))
+        for args in lease_commands(event, env, subnet_route=noprefix):
             subprocess.run(["ip", *args], check=False)
         for cidr in old:
             subprocess.run(["ip", "addr", "del", cidr, "dev", env["interface"]], check=False)
@@ -160,17 +171,25 @@ def hook(event: str, env: dict[str, str]) -> int:
     return 0
 
 
-def _other_leases(dev: str, keep: str) -> list[str]:
-    """Leased (finite lifetime) IPv4 addresses on `dev` other than the new one."""
+def _addr_info(dev: str) -> list[dict]:
     import json
 
     p = subprocess.run(["ip", "-j", "-4", "addr", "show", "dev", dev], capture_output=True, text=True)
     try:
-        info = json.loads(p.stdout)[0]["addr_info"]
+        return json.loads(p.stdout)[0]["addr_info"]
     except (ValueError, IndexError, KeyError):
         return []
-    return [f"{a['local']}/{a['prefixlen']}" for a in info
+
+
+def _other_leases(dev: str, keep: str) -> list[str]:
+    """Leased (finite lifetime) IPv4 addresses on `dev` other than the new one."""
+    return [f"{a['local']}/{a['prefixlen']}" for a in _addr_info(dev)
             if a.get("dynamic") and a.get("local") != keep]
+
+
+def _noprefixroute(dev: str, ip: str) -> bool:
+    """`ip` is on `dev` already, flagged `noprefixroute` (a replace keeps the flag)."""
+    return any(a.get("local") == ip and a.get("noprefixroute") for a in _addr_info(dev))
 
 
 if __name__ == "__main__":

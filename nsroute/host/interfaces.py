@@ -9,6 +9,7 @@ are plain data (`ip -j` output and `ip` argument lists) so they are tested witho
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import time
@@ -119,9 +120,17 @@ def _lifetimes(a: dict[str, Any], elapsed: float) -> list[str] | None:
     return []
 
 
-def route_args(r: dict[str, Any], family: str, dev: str) -> list[str] | None:
-    """`ip route add` arguments recreating one route through `dev`; None if the kernel makes it."""
-    if r.get("protocol") in SKIP_PROTOCOLS or r.get("table") == "local":
+def route_args(r: dict[str, Any], family: str, dev: str,
+               unmade: frozenset[str] = frozenset()) -> list[str] | None:
+    """`ip route add` arguments recreating one route through `dev`; None if the kernel makes it.
+
+    `unmade`: subnets of `noprefixroute` addresses. Their `proto kernel` route was made by
+    whoever added the address (NetworkManager does), not by the kernel, so it is replayed:
+    without it the subnet has no connected route and its gateway is "invalid".
+    """
+    if r.get("table") == "local":
+        return None
+    if r.get("protocol") in SKIP_PROTOCOLS and not (r.get("protocol") == "kernel" and r.get("dst") in unmade):
         return None
     if r.get("type") not in (None, "unicast") or "nexthops" in r or "nhid" in r:
         return None
@@ -172,12 +181,26 @@ def restore_plan(snap: dict[str, Any], now: float, addresses: list[dict[str, Any
         args = address_args(a, dev, elapsed)
         if args:
             plan.append(args)
+    unmade = noprefix_subnets(snap["addresses"] if addresses is None else addresses)
     for fam in ("4", "6"):
-        for r in snap["routes"].get(fam, []):
-            args = route_args(r, fam, dev)
+        # on-link routes first: a gateway must be reachable when its route is added
+        for r in sorted(snap["routes"].get(fam, []), key=lambda r: bool(r.get("gateway"))):
+            args = route_args(r, fam, dev, unmade)
             if args:
                 plan.append(args)
     return plan
+
+
+def noprefix_subnets(addresses: list[dict[str, Any]]) -> frozenset[str]:
+    """The subnets ("192.168.70.0/24") of addresses added with `noprefixroute`."""
+    out = set()
+    for a in addresses:
+        if a.get("noprefixroute") and a.get("local") and a.get("prefixlen") is not None:
+            try:
+                out.add(str(ipaddress.ip_interface(f"{a['local']}/{a['prefixlen']}").network))
+            except ValueError:
+                continue
+    return frozenset(out)
 
 
 def apply_plan(plan: list[list[str]], ns: str | None) -> list[str]:

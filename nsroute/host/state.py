@@ -63,6 +63,8 @@ class State:
     wpa: list[Proc] = field(default_factory=list)
     wpa_original: list[list[str]] = field(default_factory=list)
     nm_released: list[str] = field(default_factory=list)  # devices NetworkManager gave up to us
+    nm_physical: bool = False  # NetworkManager (under systemd) moved into the physical namespace
+    nm_managed: list[str] = field(default_factory=list)  # devices it configures there (no DHCP of ours)
     backend: str = "userspace"  # "userspace" (engine process) or "kernel" (wireguard link)
     kernel_link: str = ""  # kernel backend: "" none made, "created" (not yet moved), "moved"
     engine: Proc | None = None

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-from . import dhcp, netns, networkmanager, procs, wifi
+from . import dhcp, netns, networkmanager, nmphysical, procs, wifi
 from . import interfaces as ifaces
 from .errors import HostError
 from .state import State
@@ -40,16 +41,49 @@ def _restart_wpa(ctx: Ctx) -> None:
 
 
 def _release_nm(ctx: Ctx) -> None:
-    ctx.st.nm_released = networkmanager.release([i["name"] for i in ctx.st.interfaces],
-                                                warn=lambda m: say(f"warning: {m}"))
+    """Before the moves: where systemd runs NetworkManager and it manages some of the
+    devices, it stops, to start again in physical (NM_PHYSICAL); otherwise it is told to
+    leave them alone."""
+    st, names = ctx.st, [i["name"] for i in ctx.st.interfaces]
+    managed = networkmanager.managed(names) if nmphysical.available() else []
+    if managed:  # it configures some of them: it goes with them
+        st.nm_managed = managed
+        st.nm_physical = True  # before the change: the undo starts it at home again
+        ctx.store.save(st)
+        say("systemctl stop NetworkManager wpa_supplicant (to run them in the physical namespace)")
+        nmphysical.stop()
+        return
+    st.nm_released = networkmanager.release(names, warn=lambda m: say(f"warning: {m}"))
 
 
 def _restore_nm(ctx: Ctx) -> None:
+    """Once the devices are home (this undo comes after the moves'): NetworkManager there."""
+    if ctx.st.nm_physical:
+        nmphysical.come_home(ctx.problems)
     networkmanager.restore(ctx.st.nm_released, warn=ctx.problems.append)
+
+
+def _sysfs(ctx: Ctx) -> Path:
+    return ctx.store.dir / f"{ctx.store.path.stem}.sysfs"
+
+
+def _nm_in_physical(ctx: Ctx) -> None:
+    st = ctx.st
+    say(f"systemctl start NetworkManager (in {st.physical}: it reconnects {', '.join(st.nm_managed) or 'its devices'})")
+    nmphysical.start_in(st.physical, [i["name"] for i in st.interfaces if i["name"] not in st.nm_managed],
+                        _sysfs(ctx))
+
+
+def _nm_leaves_physical(ctx: Ctx) -> None:
+    """Before the devices go home, so that it does not follow them half-way."""
+    if ctx.st.nm_physical:  # an older state file undoes every step
+        nmphysical.leave(ctx.warnings, _sysfs(ctx))
 
 
 WPA_STOPPED = Step("wpa-stopped", _stop_wpa, _restart_wpa, when=lambda ctx: bool(ctx.st.wpa_original))
 NM_RELEASED = Step("nm-released", _release_nm, _restore_nm)
+# after the addresses are replayed; before DHCP (which it does itself for its devices)
+NM_PHYSICAL = Step("nm-physical", _nm_in_physical, _nm_leaves_physical, when=lambda ctx: ctx.st.nm_physical)
 
 
 # ------------------------------------------------------------------ the moves
@@ -139,7 +173,7 @@ def dhcp_step(snap: dict[str, Any]) -> Step:
                 procs.stop(p)
 
     return Step(f"dhcp:{name}", do, undo,
-                when=lambda ctx: dhcp.wanted(snap))
+                when=lambda ctx: dhcp.wanted(snap) and snap["name"] not in ctx.st.nm_managed)
 
 
 def wpa_step(i: int) -> Step:
@@ -174,5 +208,6 @@ def steps_for(st: State) -> list[Step]:
             *[wiphy_step(w) for w in st.wiphys],
             *[move_step(s) for s in alone],
             *[restore_step(s) for s in st.interfaces],
+            NM_PHYSICAL,
             *[dhcp_step(s) for s in st.interfaces],
             *[wpa_step(i) for i in range(len(st.wpa_original))]]
