@@ -84,7 +84,7 @@ def test_the_plan_has_a_step_per_radio_and_interface():
                wiphys=[{"phy": "phy0", "index": 0, "ifaces": ["wlan0"]}], wpa_original=[["wpa_supplicant"]])
     names = [s.name for s in plan.for_state(st)]
     assert names == ["prepare", "netns", "etc-netns", "block", "guard", "wpa-stopped", "nm-released",
-                     "moved-phy:phy0", "moved:eth0", "restored:eth0", "restored:wlan0", "dhcp:eth0",
+                     "moved-phy:phy0", "moved:eth0", "restored:eth0", "restored:wlan0", "nm-physical", "dhcp:eth0",
                      "dhcp:wlan0", "wpa:1", "preup", "engine", "tunnel", "dns", "postup", "complete"]
     assert len(names) == len(set(names))
     st.backend = "kernel"
