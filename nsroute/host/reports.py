@@ -37,9 +37,10 @@ def guard(physical: str = "physical", watch_tunnel: bool = False) -> int:
     store, st = _existing(physical)
 
     def watch() -> tuple[Proc | None, str | None]:
-        """The tunnel as the state says now: set only once `up` has started it."""
+        """The tunnel as the state says now: set only once `up` has started it (the
+        tunnel step signals us from inside itself, before the runner records it done)."""
         now = load_state(store)
-        if "tunnel" not in now.steps:
+        if "tunnel" not in now.steps and now.doing != "tunnel":
             return None, None
         return (None, now.ifname) if now.backend == "kernel" else (now.engine, None)
 
