@@ -41,8 +41,8 @@ def desktop_run(tmp_path_factory) -> GuestRun:
     selection = os.environ.get("NSROUTE_DESKTOP_TESTS", "tests/desktop/guest").split()
     guest = ("python3 -m pytest " + " ".join(selection) + " -p no:cacheprovider -v "
              "--junitxml $NSROUTE_DESKTOP_OUT/guest.xml -o junit_family=xunit2")
-    # six scenarios under TCG: 15-25 min on a loaded 2-core machine (desktop-run's default is 15)
-    cmd = [sys.executable, str(RUN), "--image", image, "--deb", deb, "--timeout", "2400",
+    # seven scenarios under TCG: 20-30 min on a loaded 2-core machine (desktop-run's default is 15)
+    cmd = [sys.executable, str(RUN), "--image", image, "--deb", deb, "--timeout", "3000",
            "--rwdir", str(reports), "--",
            "sh", "-c", guest]
     start = time.monotonic()

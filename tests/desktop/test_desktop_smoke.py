@@ -21,6 +21,7 @@ MUST_PASS = [
     "test_resolved::test_resolved_gets_tunnel_dns_and_exec_asks_the_lan[kernel]",
     "test_networkmanager::test_networkmanager_keeps_ethernet_and_wifi_connected[userspace]",
     "test_networkmanager::test_networkmanager_keeps_ethernet_and_wifi_connected[kernel]",
+    "test_nm_while_up::test_unit_under_networkmanager_renews_roams_and_reconnects",
 ]
 
 

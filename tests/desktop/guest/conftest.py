@@ -18,3 +18,5 @@ HERE = Path(__file__).parent
 
 def pytest_collection_modifyitems(config, items):
     mark_guest_only(items, HERE, IN_DESKTOP, "runs only inside the desktop VM (NSROUTE_DESKTOP=1)")
+
+from .desk import desk  # noqa: E402,F401 (the NetworkManager site, for every scenario that needs it)

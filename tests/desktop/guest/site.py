@@ -1,4 +1,5 @@
-"""What the desktop scenarios share: the VPN server behind the router, and the router's counters.
+"""What the desktop scenarios share: router and server namespaces, the VPN server behind
+the router, and the router's counters.
 
 Why one place: every scenario asserts "nothing but WireGuard left the uplinks" with the
 same counters, and talks to the same kind of server (kernel WireGuard, cheap under TCG).
@@ -7,10 +8,11 @@ same counters, and talks to the same kind of server (kernel WireGuard, cheap und
 from __future__ import annotations
 
 import re
+import secrets
 import subprocess
 from pathlib import Path
 
-from .conftest import sh
+from tests.support.guest import sh
 
 ENDPOINT = "10.200.0.2"  # the server's address behind the router
 WG_PORT = 51820
@@ -34,19 +36,33 @@ def counters_ruleset(lan_ifaces: list[str]) -> str:
     meta l4proto 58 return
     ip6 daddr ff00::/8 return
     ip daddr 255.255.255.255 return
-    counter name beyond
+    counter name beyond log prefix "nsr-beyond: "
   }}
 }}
 """
 
 
 def install_counters(router: str, lan_ifaces: list[str]) -> None:
+    # each packet `beyond` counts is also logged (dmesg): a failure then names what left
+    sh("sysctl", "-qw", "net.netfilter.nf_log_all_netns=1", check=False)
     subprocess.run(["ip", "netns", "exec", router, "nft", "-f", "-"], input=counters_ruleset(lan_ifaces),
                    text=True, check=True)
 
 
 def reset_counters(router: str) -> None:
     sh("ip", "netns", "exec", router, "nft", "reset", "counters", "table", "inet", "nsrcount")
+
+
+def beyond_log() -> str:
+    """The packets `beyond` counted, as the kernel logged them."""
+    out = sh("dmesg", check=False).stdout
+    return "\n".join(ln for ln in out.splitlines() if "nsr-beyond: " in ln)[-3000:]
+
+
+def assert_nothing_beyond(router: str) -> None:
+    """Nothing but WireGuard (and the physical side's DHCP and ICMPv6) left the uplinks."""
+    n = counter(router, "beyond")
+    assert n == 0, f"{n} packets other than WireGuard left an uplink:\n{beyond_log()}"
 
 
 def counter(router: str, name: str) -> int:
@@ -84,3 +100,31 @@ def client_config(path: Path, ckey: str, spub: str, dns: str | None = None) -> P
                     "AllowedIPs = 0.0.0.0/0\nPersistentKeepalive = 25\n")
     path.chmod(0o600)
     return path
+
+
+def make_router_and_server() -> tuple[str, str]:
+    """Two new namespaces with lo up: the desktop's router and the VPN server behind it."""
+    tag = secrets.token_hex(2)
+    names = (f"nsr-{tag}-router", f"nsr-{tag}-server")
+    for n in names:
+        sh("ip", "netns", "add", n)
+        sh("ip", "netns", "exec", n, "ip", "link", "set", "lo", "up")
+    return names
+
+
+def remove_namespaces(*names: str) -> None:
+    for n in names:
+        subprocess.run(["ip", "netns", "del", n], capture_output=True)
+
+
+def build_wan(router: str, server: str, tmp: Path) -> tuple[str, str]:
+    """The router's WAN link to the server (10.200.0.0/30), forwarding on, and kernel
+    WireGuard in the server; returns the server's public key and the client's private key."""
+    sh("ip", "-n", router, "link", "add", "r-wan", "type", "veth", "peer", "name", "s-wan", "netns", server)
+    sh("ip", "-n", router, "addr", "add", "10.200.0.1/30", "dev", "r-wan")
+    sh("ip", "-n", router, "link", "set", "r-wan", "up")
+    sh("ip", "netns", "exec", router, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+    sh("ip", "-n", server, "addr", "add", f"{ENDPOINT}/30", "dev", "s-wan")
+    sh("ip", "-n", server, "link", "set", "s-wan", "up")
+    sh("ip", "-n", server, "route", "add", "default", "via", "10.200.0.1")
+    return wireguard_server(server, tmp, "s-wan")

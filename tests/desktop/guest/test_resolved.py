@@ -12,7 +12,6 @@ that is not the WireGuard flow.
 from __future__ import annotations
 
 import os
-import secrets
 import subprocess
 import time
 from pathlib import Path
@@ -21,12 +20,14 @@ import pytest
 
 from .conftest import sh
 from .site import (
-    ENDPOINT,
+    assert_nothing_beyond,
+    build_wan,
     client_config,
     counter,
     install_counters,
+    make_router_and_server,
+    remove_namespaces,
     reset_counters,
-    wireguard_server,
 )
 
 NAME = "probe.nsroute.test"
@@ -51,12 +52,8 @@ def wait_answer(expected: str, *prefix: str, timeout: float = 40.0) -> str:
 
 @pytest.fixture
 def site(tmp_path):
-    tag = secrets.token_hex(2)
-    router, server = f"nsr-{tag}-router", f"nsr-{tag}-server"
+    router, server = make_router_and_server()
     procs: list[subprocess.Popen] = []
-
-    def ns(n: str, *cmd: str) -> None:
-        sh("ip", "netns", "exec", n, *cmd)
 
     def dnsmasq(n: str, listen: str, answer: str) -> None:
         pidfile = tmp_path / f"dnsmasq-{n}.pid"
@@ -66,25 +63,14 @@ def site(tmp_path):
              f"--address=/{NAME}/{answer}", f"--pid-file={pidfile}", "--log-queries",
              f"--log-facility={tmp_path / f'dnsmasq-{n}.log'}"]))  # fmt: skip
 
-    for n in (router, server):
-        sh("ip", "netns", "add", n)
-        ns(n, "ip", "link", "set", "lo", "up")
     try:
         sh("ip", "link", "add", UPLINK, "type", "veth", "peer", "name", "r-lan", "netns", router)
         sh("ip", "addr", "add", "192.168.77.2/24", "dev", UPLINK)
         sh("ip", "link", "set", UPLINK, "up")
         sh("ip", "route", "add", "default", "via", "192.168.77.1", "dev", UPLINK)
-        sh("ip", "-n", router, "link", "add", "r-wan", "type", "veth", "peer", "name", "s-wan",
-           "netns", server)
-        ns(router, "ip", "addr", "add", "192.168.77.1/24", "dev", "r-lan")
-        ns(router, "ip", "addr", "add", "10.200.0.1/30", "dev", "r-wan")
-        ns(router, "ip", "link", "set", "r-lan", "up")
-        ns(router, "ip", "link", "set", "r-wan", "up")
-        ns(router, "sysctl", "-qw", "net.ipv4.ip_forward=1")
-        ns(server, "ip", "addr", "add", f"{ENDPOINT}/30", "dev", "s-wan")
-        ns(server, "ip", "link", "set", "s-wan", "up")
-        ns(server, "ip", "route", "add", "192.168.77.0/24", "via", "10.200.0.1")
-        spub, ckey = wireguard_server(server, tmp_path, "s-wan")
+        sh("ip", "-n", router, "addr", "add", "192.168.77.1/24", "dev", "r-lan")
+        sh("ip", "-n", router, "link", "set", "r-lan", "up")
+        spub, ckey = build_wan(router, server, tmp_path)
         dnsmasq(router, "192.168.77.1", LAN_ANSWER)
         dnsmasq(server, "10.99.0.1", TUNNEL_ANSWER)
         install_counters(router, ["r-lan"])
@@ -99,8 +85,7 @@ def site(tmp_path):
             p.terminate()
             p.wait(timeout=10)
         subprocess.run(["ip", "link", "del", UPLINK], capture_output=True)
-        for n in (router, server):
-            subprocess.run(["ip", "netns", "del", n], capture_output=True)
+        remove_namespaces(router, server)
 
 
 @pytest.mark.parametrize("backend", ["userspace", "kernel"])
@@ -126,7 +111,7 @@ def test_resolved_gets_tunnel_dns_and_exec_asks_the_lan(site, backend):
         sh("resolvectl", "flush-caches")
         assert getent() == TUNNEL_ANSWER
     assert counter(router, "dns") == 0, "a DNS query of the protected side reached the LAN"
-    assert counter(router, "beyond") == 0, "something other than WireGuard left the uplink"
+    assert_nothing_beyond(router)
     status = sh("nsroute", "status").stdout
     assert "systemd-resolved" in status and "wg0" in status, status
 

@@ -1,0 +1,133 @@
+"""Living with NetworkManager while the unit keeps the host behind the tunnel.
+
+`systemctl start nsroute@wg0` on a desktop whose Ethernet and Wi-Fi NetworkManager has
+connected (the site: desk.py). Then what a laptop does over a day, each followed by the
+tunnel still carrying bytes: both DHCP leases renew on the physical side (the router's
+dnsmasq acknowledges a renewal), the access point goes away and comes back and the saved
+network reconnects by itself, the user switches to a second network with nmcli. The
+router counts nothing but WireGuard and DHCP from the uplinks throughout, port 53
+included; `systemctl stop` gives NetworkManager its devices back, connected as before.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from .conftest import sh
+from .desk import (
+    ETH,
+    SSID,
+    SSID2,
+    WLAN,
+    WLAN2,
+    associated,
+    diagnose,
+    main_pid,
+    nm_up,
+    same_netns,
+    start_ap,
+    stop,
+    transfer,
+    wait_connected,
+)
+from .site import SERVER_TUNNEL, assert_nothing_beyond, counter, reset_counters
+
+UNIT = "nsroute@wg0.service"
+CONF = Path("/etc/nsroute/wg0.conf")
+DROPIN = Path(f"/run/systemd/system/{UNIT}.d/50-test-interfaces.conf")
+RECONNECT = 60.0  # as in test_networkmanager: what TCG on a loaded machine can show
+RENEW = 110.0  # dnsmasq leases for 2 min: the client renews at half of that
+AP_BACK = 180.0  # NetworkManager's scans back off while disconnected
+
+
+@pytest.fixture
+def unit(desk):
+    """The unit, told which uplinks to take (eth5 is a veth, which `up` leaves alone unless named)."""
+    CONF.parent.mkdir(mode=0o755, exist_ok=True)
+    shutil.copyfile(desk["conf"], CONF)
+    CONF.chmod(0o600)
+    DROPIN.parent.mkdir(parents=True, exist_ok=True)
+    DROPIN.write_text("[Service]\nExecStart=\nExecStart=/usr/bin/nsroute up %i --backend userspace "
+                      f"--wait 0 --interface {ETH} --interface {desk['wlan']}\n")
+    sh("systemctl", "daemon-reload")
+    try:
+        yield desk
+    finally:
+        subprocess.run(["systemctl", "stop", UNIT], capture_output=True, timeout=120)
+        shutil.rmtree(DROPIN.parent, ignore_errors=True)
+        subprocess.run(["systemctl", "daemon-reload"], check=False)
+        subprocess.run(["systemctl", "reset-failed", UNIT], capture_output=True)
+        CONF.unlink(missing_ok=True)
+
+
+def acks(log: Path, iface: str) -> int:
+    """DHCPACKs the router's dnsmasq sent on `iface` (a renewal is one more)."""
+    return len(re.findall(rf"DHCPACK\({re.escape(iface)}\)", log.read_text()))
+
+
+def tunnel_carries(server: str) -> None:
+    assert sh("ping", "-c", "3", "-W", "5", SERVER_TUNNEL, check=False).returncode == 0, diagnose()
+    transfer(server, 64 * 1024)
+
+
+def test_unit_under_networkmanager_renews_roams_and_reconnects(unit):
+    desk = unit
+    router, wlan, log = desk["router"], desk["wlan"], desk["dhcp_log"]
+    before, _ = wait_connected(None, wlan, 30)
+    assert all(before.values()), f"nmcli did not connect both uplinks before start: {before}\n{diagnose()}"
+
+    sh("systemctl", "start", UNIT, timeout=180)
+    reset_counters(router)
+    nm = main_pid("NetworkManager.service")
+    assert nm and not same_netns(nm), "NetworkManager did not move to the physical namespace"
+    got, took = wait_connected("physical", wlan, RECONNECT)
+    assert all(got.values()), f"not reconnected within {RECONNECT:g}s of start: {got}\n{diagnose()}"
+    print(f"uplinks connected again {took:.1f}s after systemctl start returned")
+    tunnel_carries(desk["server"])
+
+    # the leases renew on the physical side
+    lan_acks, wlan_acks = acks(log, "r-lan"), acks(log, desk["ap1"])
+    end = time.monotonic() + RENEW
+    while (acks(log, "r-lan") <= lan_acks or acks(log, desk["ap1"]) <= wlan_acks) and time.monotonic() < end:
+        time.sleep(2)
+    assert acks(log, "r-lan") > lan_acks, f"the Ethernet lease was not renewed\n{log.read_text()[-2000:]}"
+    assert acks(log, desk["ap1"]) > wlan_acks, f"the Wi-Fi lease was not renewed\n{log.read_text()[-2000:]}"
+    got, _ = wait_connected("physical", wlan, 10)
+    assert all(got.values()), f"after renewal: {got}"
+
+    # the access point goes away and comes back: the saved network reconnects by itself
+    stop(desk["procs"]["ap1"])
+    end = time.monotonic() + 60
+    while associated(wlan, "physical") and time.monotonic() < end:
+        time.sleep(1)
+    assert not associated(wlan, "physical"), "still associated with an access point that is gone"
+    tunnel_carries(desk["server"])  # the Ethernet uplink carries the tunnel meanwhile
+    desk["procs"]["ap1"] = start_ap(router, desk["ap1"], SSID, desk["tmp"])
+    got, took = wait_connected("physical", wlan, AP_BACK)
+    assert all(got.values()), f"the saved network did not reconnect within {AP_BACK:g}s: {got}\n{diagnose()}"
+    print(f"reconnected {took:.1f}s after the access point came back")
+
+    # the user switches to the second network, as the applet would
+    nm_up("nsr-wifi-2")
+    got, _ = wait_connected("physical", wlan, RECONNECT, SSID2, WLAN2)
+    assert all(got.values()), f"not connected to {SSID2}: {got}\n{diagnose()}"
+    tunnel_carries(desk["server"])
+    hs = sh("wg", "show", "wg0", "latest-handshakes").stdout.split()
+    assert len(hs) == 2 and int(hs[1]) > 0, f"no handshake: {hs}"
+
+    assert counter(router, "dns") == 0, "a DNS query reached the router"
+    assert_nothing_beyond(router)
+
+    sh("systemctl", "stop", UNIT, timeout=180)
+    nm = main_pid("NetworkManager.service")
+    assert nm and same_netns(nm), "NetworkManager is not back in the initial namespace"
+    back, took = wait_connected(None, wlan, 90, SSID, WLAN)
+    assert all(back.values()), f"NetworkManager did not reconnect after stop: {back}\n{diagnose()}"
+    print(f"uplinks connected at home {took:.1f}s after systemctl stop returned")
+    assert not Path("/run/netns/physical").exists()
