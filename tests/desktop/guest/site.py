@@ -22,7 +22,9 @@ SERVER_TUNNEL, CLIENT_TUNNEL = "10.99.0.1", "10.99.0.2"
 def counters_ruleset(lan_ifaces: list[str]) -> str:
     """An nft table for the router: `dns` counts every port-53 packet arriving from the
     desktop's uplinks, `beyond` everything else from them that is not the WireGuard flow,
-    DHCP (the physical side's own leases), ICMPv6 or multicast."""
+    DHCP (the physical side's own leases, and the port-unreachable a client's kernel
+    answers to a DHCP reply that came after its client stopped listening, as after a
+    renewal), ICMPv6 or IPv6 multicast."""
     names = ", ".join(f'"{i}"' for i in lan_ifaces)
     return f"""table inet nsrcount {{
   counter dns {{}}
@@ -33,6 +35,7 @@ def counters_ruleset(lan_ifaces: list[str]) -> str:
     meta l4proto {{ tcp, udp }} th dport 53 counter name dns return
     ip daddr {ENDPOINT} udp dport {WG_PORT} return
     udp dport 67 return
+    icmp type destination-unreachable @th,224,16 67 return
     meta l4proto 58 return
     ip6 daddr ff00::/8 return
     ip daddr 255.255.255.255 return
@@ -49,14 +52,20 @@ def install_counters(router: str, lan_ifaces: list[str]) -> None:
                    text=True, check=True)
 
 
+RESET_MARK = "nsr-counters-reset"
+
+
 def reset_counters(router: str) -> None:
     sh("ip", "netns", "exec", router, "nft", "reset", "counters", "table", "inet", "nsrcount")
+    Path("/dev/kmsg").write_text(RESET_MARK + "\n")
 
 
 def beyond_log() -> str:
-    """The packets `beyond` counted, as the kernel logged them."""
-    out = sh("dmesg", check=False).stdout
-    return "\n".join(ln for ln in out.splitlines() if "nsr-beyond: " in ln)[-3000:]
+    """The packets `beyond` counted since the last reset, as the kernel logged them."""
+    lines = sh("dmesg", check=False).stdout.splitlines()
+    marks = [i for i, ln in enumerate(lines) if RESET_MARK in ln]
+    since = lines[marks[-1] + 1:] if marks else lines
+    return "\n".join(ln for ln in since if "nsr-beyond: " in ln)[-3000:]
 
 
 def assert_nothing_beyond(router: str) -> None:
