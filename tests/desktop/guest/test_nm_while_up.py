@@ -22,10 +22,12 @@ import pytest
 from .conftest import sh
 from .desk import (
     ETH,
+    RECONNECT,
     SSID,
     SSID2,
     WLAN,
     WLAN2,
+    assert_reconnected_in_physical,
     associated,
     diagnose,
     main_pid,
@@ -41,7 +43,6 @@ from .site import SERVER_TUNNEL, assert_nothing_beyond, counter, reset_counters
 UNIT = "nsroute@wg0.service"
 CONF = Path("/etc/nsroute/wg0.conf")
 DROPIN = Path(f"/run/systemd/system/{UNIT}.d/50-test-interfaces.conf")
-RECONNECT = 60.0  # as in test_networkmanager: what TCG on a loaded machine can show
 RENEW = 110.0  # dnsmasq leases for 2 min: the client renews at half of that
 AP_BACK = 180.0  # NetworkManager's scans back off while disconnected
 
@@ -84,11 +85,7 @@ def test_unit_under_networkmanager_renews_roams_and_reconnects(unit):
 
     sh("systemctl", "start", UNIT, timeout=180)
     reset_counters(router)
-    nm = main_pid("NetworkManager.service")
-    assert nm and not same_netns(nm), "NetworkManager did not move to the physical namespace"
-    got, took = wait_connected("physical", wlan, RECONNECT)
-    assert all(got.values()), f"not reconnected within {RECONNECT:g}s of start: {got}\n{diagnose()}"
-    print(f"uplinks connected again {took:.1f}s after systemctl start returned")
+    assert_reconnected_in_physical(wlan, "systemctl start")
     tunnel_carries(desk["server"])
 
     # the leases renew on the physical side
