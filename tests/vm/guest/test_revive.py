@@ -36,7 +36,7 @@ def lease(site, dev: str, metric: int | None, default: bool = True) -> None:
     if metric is not None:
         env["NSROUTE_DHCP_METRIC"] = str(metric)
     hook = _dhcp.write_hook(site.tmp / "laptop-hook")
-    site.laptop.exec("busybox", "udhcpc", "-q", "-f", "-n", "-i", dev, "-s", hook, "-t", "5", "-T", "2",
+    site.laptop.exec("busybox", "udhcpc", "-q", "-f", "-n", "-i", dev, "-s", hook, "-t", "10", "-T", "2",
                      env=env, timeout=120)
 
 
@@ -89,6 +89,8 @@ def test_usb_uplink_on_dhcp_comes_back(site, backend):
 
     wait_for(renamed, 60, what="the USB NIC, renamed")
     L.ip("link", "set", USB_NAME, "up")
+    # the gadget reports its link once the host has configured it (late under load)
+    wait_for(lambda: "LOWER_UP" in L.ip("link", "show", USB_NAME).stdout, 30, what="the USB NIC's carrier")
     lease(site, USB_NAME, metric=50)
     L.ip("-4", "route", "flush", "exact", "0.0.0.0/0", "dev", "eth0")  # eth0's and eth1's defaults
     L.ip("-4", "route", "flush", "exact", "0.0.0.0/0", "dev", "eth1")
