@@ -21,11 +21,34 @@ from .state import Proc
 # ------------------------------------------------------------------ handing back
 
 
+STOP_TIMEOUT = 30.0  # it ends once the uplink it is setting up again is done (slow under load)
+DAEMONS = ("udhcpc", "busybox", "wpa_supplicant")  # what nsroute starts in the physical namespace
+
+
+def stop(guard_proc: Proc | None, record_path: Path, physical: str, marker: str) -> None:
+    """`down`, before anything moves: the guard (it would move back what `down` returns),
+    then every DHCP client and wpa_supplicant of this deployment in `physical`.
+
+    Why all of them, not only those the record names: the guard records what it started
+    once an uplink is set up again, so a guard ended half-way (killed after STOP_TIMEOUT)
+    may have started a client it never recorded, and so may an `up` killed half-way
+    through its DHCP step. Each names a file of the deployment on its command line (the
+    DHCP hook, a pid file: `marker` is their common prefix); that is how they are known.
+    """
+    procs.stop(guard_proc, STOP_TIMEOUT)
+    for p in revive.revived_processes(guard.Record.load(record_path).revived):
+        procs.stop(p)
+    if not netns.exists(physical):
+        return
+    for program in DAEMONS:
+        for pid, argv in procs.find(program, netns.path_of(physical)):
+            if any(a.startswith(marker) for a in argv):
+                procs.stop(procs.record(pid, program, argv))
+
+
 def hand_back(record_path: Path, physical: str, warn: Callable[[str], None]) -> None:
     """`down`: every device the guard moved, still in `physical`, goes back to where we run."""
     rec = guard.Record.load(record_path)
-    for p in revive.revived_processes(rec.revived):  # DHCP and wpa_supplicant the guard restarted
-        procs.stop(p)
     revived = {(r["what"], r["index"]) for r in rec.revived}
     try:
         there = guard.links_in(physical)

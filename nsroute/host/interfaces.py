@@ -12,6 +12,8 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import shutil
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -228,6 +230,51 @@ def move(name: str, src: str | None, dst: str | None) -> None:
     if target is None:
         raise HostError(f"cannot move {name} into {dst}: not a named namespace")
     netns.ip(src, "link", "set", "dev", name, "netns", target)
+
+
+def rename(old: str, new: str, ns: str | None) -> str | None:
+    """Rename a device (down first: the kernel refuses to rename a running one); the failure, or None."""
+    netns.ip(ns, "link", "set", "dev", old, "down", check=False)
+    p = netns.ip(ns, "link", "set", "dev", old, "name", new, check=False)
+    return None if p.returncode == 0 else f"cannot rename {old} to {new}: {p.stderr.strip()}"
+
+
+def settle_udev(timeout: int = 10) -> None:
+    """Wait until udev has handled what arrived here (nothing to wait for without udev).
+
+    Why: to udev a device moved into its namespace is an "add", and its naming policy may
+    rename it then, whatever name it had; Debian's 73-usb-net-by-mac.link (NamePolicy=mac,
+    no `keep`) names every USB NIC enx<MAC> again. Only once udev is done is a name final.
+    """
+    if shutil.which("udevadm") and Path("/run/udev/control").exists():
+        subprocess.run(["udevadm", "settle", f"--timeout={timeout}"], capture_output=True, check=False,
+                       timeout=timeout + 5)
+
+
+def same_device(links: list[dict[str, Any]], was: dict[str, Any]) -> str | None:
+    """The name of the link in `links` that is the device `was` described (`ip -j link`
+    entries): same ifindex and MAC (a move keeps the index where it is free), else the one
+    link with its MAC."""
+    mac = str(was.get("address") or "").lower()
+    if not mac:
+        return None
+    for ln in links:
+        if ln.get("ifindex") == was.get("ifindex") and str(ln.get("address") or "").lower() == mac:
+            return ln.get("ifname")
+    named = [ln.get("ifname") for ln in links if mac in {str(ln.get(k) or "").lower() for k in ("address", "permaddr")}]
+    return named[0] if len(named) == 1 else None
+
+
+def reclaim_name(name: str, was: dict[str, Any] | None, ns: str | None) -> str | None:
+    """After a move into `ns`: the device `was` (its `ip -j link` entry before the move)
+    under `name` again if udev renamed it on arrival (see `settle_udev`); the problem, or None."""
+    if netns.link(ns, name) is not None:
+        return None
+    now = same_device(netns.links(ns), was) if was else None
+    if now is None:
+        return f"{name} is missing"
+    failed = rename(now, name, ns)
+    return f"{name} came back as {now}: {failed}" if failed else None
 
 
 def current_addresses(name: str, ns: str | None) -> list[dict[str, Any]] | None:

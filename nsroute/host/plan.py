@@ -12,7 +12,7 @@ import shutil
 
 from .. import config as wgconfig
 from .. import fsmode
-from . import block, dns, hooks, hotplug, netns, procs, resolved, tunnelsteps, uplinks
+from . import block, dns, hooks, hotplug, netns, resolved, tunnelsteps, uplinks
 from .state import State, Store
 from .steps import Ctx, Step, planned, say
 
@@ -90,8 +90,11 @@ def _start_guard(ctx: Ctx) -> None:
 
 
 def _stop_guard(ctx: Ctx) -> None:
-    """First of all: a running guard would move back what `down` returns."""
-    procs.stop(ctx.st.guard)
+    """First of all: a running guard would move back what `down` returns; then the
+    daemons in `physical` (some the guard may have started but not recorded)."""
+    store = ctx.store
+    hotplug.stop(ctx.st.guard, hotplug.record_path(store.dir, store.path.stem), ctx.st.physical,
+                 f"{store.dir / store.path.stem}.")
 
 
 def _hand_back(ctx: Ctx) -> None:

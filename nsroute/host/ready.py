@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import TypeVar
 
 from .. import config as wgconfig
 from . import health, kernelwg
@@ -32,6 +33,7 @@ KICK_INTERVAL = 25  # any non-zero value: only the on/off edge matters
 
 Finding = health.Finding
 Clock = Callable[[], float]
+T = TypeVar("T")
 
 
 class NotReady(HostError):
@@ -47,10 +49,11 @@ class NotReady(HostError):
             "tunnel comes up by itself once this is fixed; `nsroute down` undoes it):\n" + "\n".join(lines))
 
 
-def poll(probe: Callable[[], list[Finding]], timeout: float, clock: Clock = time.monotonic,
-         sleep: Callable[[float], None] = time.sleep, interval: float = POLL) -> list[Finding]:
+def poll(probe: Callable[[], list[T]], timeout: float, clock: Clock = time.monotonic,
+         sleep: Callable[[float], None] = time.sleep, interval: float = POLL) -> list[T]:
     """Run `probe` until it finds nothing or `timeout` has passed; what it found last
-    ([] as soon as it was clean, so `up` returns the moment it is ready)."""
+    ([] as soon as it was clean, so `up` returns the moment it is ready). Every wait of
+    `up` for a condition goes through here (the readiness checks, the first lease)."""
     end = clock() + timeout
     while True:
         found = probe()

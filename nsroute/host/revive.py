@@ -109,10 +109,9 @@ class Reviver:
         name, phys = snap["name"], self.physical
         failures: list[str] = []
         if now != name:  # under the name `up` gave it, which state, status and down use
-            netns.ip(phys, "link", "set", "dev", now, "down", check=False)
-            p = netns.ip(phys, "link", "set", "dev", now, "name", name, check=False)
-            if p.returncode != 0:
-                failures.append(f"cannot rename {now} to {name}: {p.stderr.strip()}")
+            failed = ifaces.rename(now, name, phys)
+            if failed:
+                failures.append(failed)
                 name = now
         for old in stale_processes(name, st, earlier):
             procs.stop(old)

@@ -7,12 +7,11 @@ any newer DHCP lease it got in `physical`.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import dhcp, netns, networkmanager, nmphysical, procs, wifi
+from . import dhcp, netns, networkmanager, nmphysical, procs, ready, wifi
 from . import interfaces as ifaces
 from .errors import HostError
 from .state import State
@@ -90,22 +89,28 @@ NM_PHYSICAL = Step("nm-physical", _nm_in_physical, _nm_leaves_physical, when=lam
 
 
 def _home(ctx: Ctx, snaps: list[dict[str, Any]], move: Callable[[], None]) -> None:
-    """Move `snaps`' interfaces home with `move` (if any is in `physical`), then replay
-    each snapshot there with the leases they hold now."""
+    """Move `snaps`' interfaces home with `move` (if any is in `physical`), under their own
+    names again (udev may rename a device that arrives), then replay each snapshot there
+    with the leases they hold now."""
     phys = ctx.st.physical
     fresh: dict[str, list[dict] | None] = {}
+    was: dict[str, dict[str, Any]] = {}  # ifindex and MAC: how to know it under another name
     if netns.exists(phys):
         for snap in snaps:
-            if netns.link(phys, snap["name"]) is not None:
+            link = netns.link(phys, snap["name"])
+            if link is not None:
+                was[snap["name"]] = link
                 fresh[snap["name"]] = ifaces.current_addresses(snap["name"], phys)
     if fresh:
         try:
             move()
         except HostError as e:
             ctx.problems.append(str(e))
+        ifaces.settle_udev()
     for snap in snaps:
-        if netns.link(None, snap["name"]) is None:
-            ctx.problems.append(f"{snap['name']} is missing")
+        problem = ifaces.reclaim_name(snap["name"], was.get(snap["name"]), None)
+        if problem:
+            ctx.problems.append(problem)
             continue
         for f in ifaces.restore(snap, None, addresses=ifaces.merge_leases(snap, fresh.get(snap["name"]))):
             say(f"warning: {f}")
@@ -193,12 +198,12 @@ def wpa_step(i: int) -> Step:
 
 def _await_lease(ifname: str, phys: str, timeout: float = 10.0) -> None:
     """At boot the endpoint may only be reachable once the first lease is in."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if any(a.get("family") == "inet" for a in ifaces.current_addresses(ifname, phys) or []):
-            return
-        time.sleep(0.2)
-    say(f"warning: no DHCP lease on {ifname} yet; the client keeps trying in {phys}")
+    def missing() -> list[str]:
+        addrs = ifaces.current_addresses(ifname, phys) or []
+        return [] if any(a.get("family") == "inet" for a in addrs) else [f"no IPv4 address on {ifname}"]
+
+    if ready.poll(missing, timeout, interval=0.2):
+        say(f"warning: no DHCP lease on {ifname} yet; the client keeps trying in {phys}")
 
 
 def steps_for(st: State) -> list[Step]:

@@ -30,6 +30,10 @@ MUST_PASS = [
     "test_wifi::test_wifi_moves_to_physical_and_back",
     "test_hotplug::test_new_uplinks_move_out_and_nothing_leaks[userspace]",
     "test_hotplug::test_new_uplinks_move_out_and_nothing_leaks[kernel]",
+    "test_revive::test_usb_uplink_on_dhcp_comes_back[userspace]",
+    "test_revive::test_usb_uplink_on_dhcp_comes_back[kernel]",
+    "test_revive::test_wifi_uplink_reassociates_after_a_driver_reset[userspace]",
+    "test_revive::test_wifi_uplink_reassociates_after_a_driver_reset[kernel]",
 ]
 
 
