@@ -6,27 +6,17 @@ such as /proc/PID/ns/net (a container's). Everything here works in any of the th
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import subprocess
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..nsutil import entered, path_of, setns
 from .errors import HostError
 
-NETNS_DIR = Path("/run/netns")
-CLONE_NEWNET = 0x40000000
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def path_of(ns: str | None) -> str:
-    """Filesystem path of a namespace: ours, /run/netns/NAME, or the path as given."""
-    if ns is None:
-        return f"/proc/{os.getpid()}/ns/net"
-    return ns if "/" in ns else str(NETNS_DIR / ns)
+__all__ = ["entered", "path_of", "exists", "same", "run", "popen"]
 
 
 def exists(ns: str) -> bool:
@@ -95,40 +85,13 @@ def delete(name: str) -> None:
     run(["ip", "netns", "del", name], check=False)
 
 
-def _setns(fd: int) -> None:
-    if _libc.setns(fd, CLONE_NEWNET) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
-
-
-@contextmanager
-def entered(ns: str | None) -> Iterator[None]:
-    """Run the block with this thread inside `ns` (for /proc/sys/net and netlink sockets)."""
-    if ns is None:
-        yield
-        return
-    back = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-    try:
-        target = os.open(path_of(ns), os.O_RDONLY)
-        try:
-            _setns(target)
-        finally:
-            os.close(target)
-        try:
-            yield
-        finally:
-            _setns(back)
-    finally:
-        os.close(back)
-
-
 def popen(ns: str | None, argv: Sequence[str], **kw: Any) -> subprocess.Popen:
     """Start a program inside `ns`, in a session of its own (so it outlives us)."""
     target = os.open(path_of(ns), os.O_RDONLY) if ns is not None else None
 
     def enter() -> None:
         if target is not None:
-            _setns(target)
+            setns(target)
 
     kw.setdefault("stdin", subprocess.DEVNULL)
     kw.setdefault("start_new_session", True)
