@@ -1,4 +1,4 @@
-"""Named and path network namespaces: create, remove, enter, run `ip` and programs in them.
+"""Named and path network namespaces: create, remove, enter, and run programs in them.
 
 A namespace is given as None (the one we run in), a name under /run/netns, or a path
 such as /proc/PID/ns/net (a container's). Everything here works in any of the three.
@@ -6,7 +6,6 @@ such as /proc/PID/ns/net (a container's). Everything here works in any of the th
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 from collections.abc import Sequence
@@ -46,42 +45,21 @@ def run(argv: Sequence[str], check: bool = True, timeout: float = 30) -> subproc
     return p
 
 
-def ip_argv(ns: str | None, *args: str) -> list[str]:
-    if ns is None:
-        return ["ip", *args]
-    if "/" not in ns:
-        return ["ip", "-n", ns, *args]
-    return ["nsenter", f"--net={ns}", "ip", *args]
-
-
-def ip(ns: str | None, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    """`ip ARGS` inside namespace `ns`."""
-    return run(ip_argv(ns, *args), check=check)
-
-
-def ip_json(ns: str | None, *args: str) -> Any:
-    out = ip(ns, "-j", *args).stdout.strip()
-    return json.loads(out) if out else []
-
-
-def links(ns: str | None) -> list[dict[str, Any]]:
-    return ip_json(ns, "-d", "link", "show")
-
-
-def link(ns: str | None, name: str) -> dict[str, Any] | None:
-    p = ip(ns, "-j", "-d", "link", "show", "dev", name, check=False)
-    if p.returncode != 0 or not p.stdout.strip():
-        return None
-    return json.loads(p.stdout)[0]
-
-
 def create(name: str) -> None:
-    """Create named namespace `name` (as `ip netns add`) with lo up."""
+    """Create named namespace `name` with lo up.
+
+    `ip netns add` stays: its /run/netns (a shared bind mount of itself, made on first
+    use) is the convention every other tool reads (`ip netns exec`, systemd's
+    NetworkNamespacePath=, `nsenter --net=`), and it refuses an existing name as users
+    know it to. pyroute2's netns.create does the same mount work with its own rules."""
+    from . import kernel  # not at the top: the DHCP hook imports this module without pyroute2
+
     run(["ip", "netns", "add", name])
-    ip(name, "link", "set", "lo", "up")
+    kernel.set_link(name, "lo", up=True)
 
 
 def delete(name: str) -> None:
+    """Remove the name `ip netns add` made (the namespace lives on while anything holds it)."""
     run(["ip", "netns", "del", name], check=False)
 
 

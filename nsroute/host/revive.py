@@ -23,7 +23,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from . import dhcp, netns, procs, wifi
+from . import dhcp, kernel, procs, wifi
 from . import interfaces as ifaces
 from .errors import HostError
 from .guard import links_in
@@ -52,8 +52,8 @@ def wireless_names(st: State) -> set[str]:
 
 
 def link_macs(ns: str, name: str) -> set[str]:
-    """A link's MAC and permanent MAC (`ip -j link` shows `permaddr` when they differ)."""
-    link = netns.link(ns, name) or {}
+    """A link's MAC and permanent MAC (the kernel reports both; they differ once changed)."""
+    link = kernel.link(ns, name) or {}
     return {str(link.get(k) or "") for k in ("address", "permaddr")} - NO_MAC
 
 
@@ -109,10 +109,11 @@ class Reviver:
         name, phys = snap["name"], self.physical
         failures: list[str] = []
         if now != name:  # under the name `up` gave it, which state, status and down use
-            netns.ip(phys, "link", "set", "dev", now, "down", check=False)
-            p = netns.ip(phys, "link", "set", "dev", now, "name", name, check=False)
-            if p.returncode != 0:
-                failures.append(f"cannot rename {now} to {name}: {p.stderr.strip()}")
+            try:
+                kernel.set_link(phys, now, up=False)
+                kernel.set_link(phys, now, rename=name)
+            except HostError as e:
+                failures.append(f"cannot rename {now} to {name}: {e}")
                 name = now
         for old in stale_processes(name, st, earlier):
             procs.stop(old)

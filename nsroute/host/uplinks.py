@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import dhcp, netns, networkmanager, nmphysical, procs, wifi
+from . import dhcp, kernel, netns, networkmanager, nmphysical, procs, wifi
 from . import interfaces as ifaces
 from .errors import HostError
 from .state import State
@@ -96,7 +96,7 @@ def _home(ctx: Ctx, snaps: list[dict[str, Any]], move: Callable[[], None]) -> No
     fresh: dict[str, list[dict] | None] = {}
     if netns.exists(phys):
         for snap in snaps:
-            if netns.link(phys, snap["name"]) is not None:
+            if kernel.link(phys, snap["name"]) is not None:
                 fresh[snap["name"]] = ifaces.current_addresses(snap["name"], phys)
     if fresh:
         try:
@@ -104,7 +104,7 @@ def _home(ctx: Ctx, snaps: list[dict[str, Any]], move: Callable[[], None]) -> No
         except HostError as e:
             ctx.problems.append(str(e))
     for snap in snaps:
-        if netns.link(None, snap["name"]) is None:
+        if kernel.link(None, snap["name"]) is None:
             ctx.problems.append(f"{snap['name']} is missing")
             continue
         for f in ifaces.restore(snap, None, addresses=ifaces.merge_leases(snap, fresh.get(snap["name"]))):
@@ -131,10 +131,10 @@ def move_step(snap: dict[str, Any]) -> Step:
 
     def do(ctx: Ctx) -> None:
         say(f"ip link set {name} netns {ctx.st.physical}")
-        ifaces.move(name, None, ctx.st.physical)
+        kernel.move(name, None, ctx.st.physical)
 
     def undo(ctx: Ctx) -> None:
-        _home(ctx, [snap], lambda: ifaces.move(name, ctx.st.physical, None))
+        _home(ctx, [snap], lambda: kernel.move(name, ctx.st.physical, None))
 
     return Step(f"moved:{name}", do, undo)
 
@@ -195,7 +195,7 @@ def _await_lease(ifname: str, phys: str, timeout: float = 10.0) -> None:
     """At boot the endpoint may only be reachable once the first lease is in."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:
-        if any(a.get("family") == "inet" for a in ifaces.current_addresses(ifname, phys) or []):
+        if any(a["family"] == 4 for a in ifaces.current_addresses(ifname, phys) or []):
             return
         time.sleep(0.2)
     say(f"warning: no DHCP lease on {ifname} yet; the client keeps trying in {phys}")
