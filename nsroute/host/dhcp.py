@@ -163,6 +163,8 @@ def hook(event: str, env: dict[str, str]) -> int:
     if event in ("bound", "renew"):
         old = _other_leases(env["interface"], env.get("ip", ""))
         noprefix = _noprefixroute(env["interface"], env.get("ip", ""))
+        # `ip`, not kernel.py: udhcpc runs this hook on every lease event, and importing
+        # pyroute2 would add about 0.4-0.5 s to each (measured: 0.2-0.45 s without, 0.7-0.9 s with)
         for args in lease_commands(event, env, subnet_route=noprefix):
             subprocess.run(["ip", *args], check=False)
         for cidr in old:

@@ -141,7 +141,8 @@ def set_link(ns: str | None, name: str, *, up: bool | None = None, mtu: int | No
         try:
             ipr.link("set", index=_index(ipr, name, ns), **changes)
         except NetlinkError as e:
-            raise _fail(f"cannot set {name} {changes} in {_where(ns)}", e) from None
+            what = " ".join(f"{k} {v}" for k, v in changes.items())
+            raise _fail(f"cannot set {name} {what} in {_where(ns)}", e) from None
 
 
 def add_link(ns: str | None, name: str, kind: str) -> None:

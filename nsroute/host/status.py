@@ -48,6 +48,7 @@ def _uplink(ns: str | None, name: str) -> dict[str, Any]:
 def _associated(ns: str, name: str) -> bool | None:
     """Is a Wi-Fi uplink associated? (`iw dev NAME link` in its namespace; None: cannot tell)."""
     try:
+        # iw, not netlink: nl80211 station state is not part of the rtnetlink layer (kernel.py)
         p = netns.run(["ip", "netns", "exec", ns, "iw", "dev", name, "link"], check=False, timeout=5)
     except HostError:
         return None

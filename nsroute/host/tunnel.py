@@ -54,6 +54,7 @@ def resolve(host: str, port: int, ns: str | None) -> str:
         if ns is not None:
             argv = ["nsenter", f"--net={ns}", *argv]
     else:
+        # `ip netns exec`, not netlink: the resolver must read /etc/netns/NS/resolv.conf
         argv = ["ip", "netns", "exec", ns, sys.executable, "-c", _RESOLVE, host, str(port)]
     try:
         p = subprocess.run(argv, capture_output=True, text=True, timeout=30)
