@@ -14,8 +14,6 @@ control (Ctrl-Z, fg) and the exit status (a shell's 128+N for signal N) are the 
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import os
 import shutil
 import signal
@@ -24,13 +22,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import NoReturn
 
-from .engine.nsenter import netns_path, open_netns, setns
 from .host import resolved, userenv
 from .host.state import Store, run_dir, state_key
+from .nsutil import CLONE_NEWNS, check, libc, open_netns, path_of, setns
 
 __all__ = ["ExecError", "run", "FORWARDED"]
 
-CLONE_NEWNS = 0x00020000
 MS_RDONLY = 0x1
 MS_BIND = 0x1000
 MS_REC = 0x4000
@@ -45,12 +42,6 @@ FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT,
              signal.SIGUSR1, signal.SIGUSR2, signal.SIGWINCH)
 # Python ignores these at start-up; CMD must not inherit that (`yes | head` must end).
 _PYTHON_IGNORES = (signal.SIGPIPE, signal.SIGXFSZ)
-
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-_libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_void_p]
-_libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
-_libc.unshare.argtypes = [ctypes.c_int]
-
 
 class ExecError(Exception):
     """Why CMD could not be started; printed as one line by the CLI (exit status 1)."""
@@ -78,21 +69,15 @@ def check_up(physical: str) -> None:
     if not st.complete:
         raise ExecError(f"not up: an `nsroute up` for '{physical}' did not finish; "
                         f"run `nsroute down --physical {physical}`")
-    if not Path(netns_path(physical)).exists():
+    if not Path(path_of(physical)).exists():
         raise ExecError(f"not up: network namespace '{physical}' does not exist")
 
 
 # ------------------------------------------------------------------ namespaces and mounts
 
 
-def _check(ret: int, what: str) -> None:
-    if ret != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"{what}: {os.strerror(err)}")
-
-
 def _mount(source: str, target: str, fstype: str | None, flags: int) -> None:
-    _check(_libc.mount(source.encode(), target.encode(), fstype.encode() if fstype else None, flags, None),
+    check(libc.mount(source.encode(), target.encode(), fstype.encode() if fstype else None, flags, None),
            f"mount {target}")
 
 
@@ -100,7 +85,7 @@ def enter(physical: str) -> None:
     """Private mount namespace, the physical netns, its sysfs and /etc/netns files (as `ip netns exec`)."""
     target = open_netns(physical)
     try:
-        _check(_libc.unshare(CLONE_NEWNS), "unshare(CLONE_NEWNS)")
+        check(libc.unshare(CLONE_NEWNS), "unshare(CLONE_NEWNS)")
         # mounts from outside still arrive; ours never leave
         _mount("none", "/", None, MS_REC | MS_SLAVE)
         setns(target)
@@ -108,7 +93,7 @@ def enter(physical: str) -> None:
         os.close(target)
     # /sys shows the interfaces of the namespace that mounted it: mount a fresh one
     ro = os.statvfs("/sys").f_flag & ST_RDONLY if os.path.isdir("/sys") else 0
-    _libc.umount2(b"/sys", MNT_DETACH)
+    libc.umount2(b"/sys", MNT_DETACH)
     try:
         _mount(physical, "/sys", "sysfs", MS_RDONLY if ro else 0)
     except OSError:
@@ -133,7 +118,7 @@ def _hide_resolved() -> None:
     if not run.is_dir():
         return
     files = [p.name for p in run.iterdir() if p.is_file() and not p.is_symlink()]
-    _check(_libc.mount(b"tmpfs", str(run).encode(), b"tmpfs", 0, b"mode=0755,size=64k"), f"mount {run}")
+    check(libc.mount(b"tmpfs", str(run).encode(), b"tmpfs", 0, b"mode=0755,size=64k"), f"mount {run}")
     for name in files:
         (run / name).touch()
 

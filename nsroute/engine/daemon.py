@@ -11,10 +11,10 @@ import time
 from .. import fsmode
 from ..config import ConfigError
 from ..config import load as load_config
+from ..nsutil import NetnsError, entered
 from . import privileges, uapi
 from .control import ControlError
 from .loop import Engine, install_signal_handlers
-from .nsenter import NetnsError, in_netns
 from .options import Options, OptionsError
 from .stats import stats_path
 from .tun import TunError
@@ -48,7 +48,7 @@ def _resolve_in(netns: str | None):
     import socket
 
     def resolve(ep: tuple[str, int]) -> tuple[str, int]:
-        with in_netns(netns):
+        with entered(netns):
             try:
                 infos = socket.getaddrinfo(ep[0], ep[1], type=socket.SOCK_DGRAM)
             except OSError as e:

@@ -10,14 +10,14 @@ and pidfile, which an unprivileged process could not unlink from /var/run/wiregu
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import pwd
 import signal
 import socket
 
+from ..nsutil import libc
+
 PR_SET_NO_NEW_PRIVS = 38
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 
 
 class PrivilegeError(OSError):
@@ -44,7 +44,7 @@ def drop_to(user: pwd.struct_passwd) -> None:
     os.setgroups([])
     os.setresgid(user.pw_gid, user.pw_gid, user.pw_gid)
     os.setresuid(user.pw_uid, user.pw_uid, user.pw_uid)
-    if _libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+    if libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
         raise PrivilegeError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS) failed")
     if user.pw_uid != 0 and effective_capabilities() != 0:
         raise PrivilegeError("capabilities survived the switch of user")

@@ -6,8 +6,8 @@ import errno
 import os
 import socket
 
+from ..nsutil import entered, open_netns
 from . import sticky
-from .nsenter import in_netns, open_netns
 
 SO_MARK = 36
 SO_SNDBUFFORCE = 32
@@ -60,7 +60,7 @@ class UDPSockets:
 
     def bind(self, port: int, fwmark: int = 0) -> None:
         """(Re)bind both sockets; on failure the old sockets stay as they were."""
-        with in_netns(self.netns_fd):
+        with entered(self.netns_fd):
             v4 = v6 = None
             for _attempt in range(16 if port == 0 else 1):
                 try:

@@ -13,6 +13,7 @@ import sys
 from .. import config as wgconfig
 from . import (
     hotplug,
+    kernel,
     kernelwg,
     netns,
     plan,
@@ -80,7 +81,7 @@ def _up(cfg: wgconfig.Config, physical: str, interfaces: list[str] | None, into:
     if netns.exists(physical):
         raise HostError(f"namespace '{physical}' already exists and was not made by nsroute; "
                         "pick another name with --physical")
-    if netns.link(None, cfg.name) is not None:
+    if kernel.link(None, cfg.name) is not None:
         raise HostError(f"interface {cfg.name} already exists")
     names = _select(interfaces or [], cfg.name)
     chosen = _choose_backend(backend)
@@ -110,7 +111,7 @@ def _select(names: list[str], tunnel_name: str) -> list[str]:
     for n in chosen:
         if n in ("lo", tunnel_name):
             raise HostError(f"{n} cannot be moved to the physical namespace")
-        if netns.link(None, n) is None:
+        if kernel.link(None, n) is None:
             raise HostError(f"no such interface: {n}")
     return chosen
 
@@ -147,7 +148,7 @@ def _up_into(cfg: wgconfig.Config, into: str, backend: str = "auto") -> None:
         return _resume(cfg, st, store, backend)
     if netns.same(into, None):
         raise HostError(f"{into} is the namespace nsroute runs in; --into needs another one")
-    if netns.link(into, cfg.name) is not None:
+    if kernel.link(into, cfg.name) is not None:
         raise HostError(f"interface {cfg.name} already exists in {into}")
     chosen = _choose_backend(backend)
     st = State(mode="into", physical="", into=into, config_path=os.path.abspath(cfg.path), ifname=cfg.name,

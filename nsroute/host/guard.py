@@ -33,7 +33,7 @@ from pathlib import Path
 
 from .. import fsmode
 from . import interfaces as ifaces
-from . import netns, procs, wifi
+from . import kernel, procs, wifi
 from .errors import HostError
 from .state import Proc
 
@@ -366,29 +366,12 @@ def new_links(data: bytes) -> list[tuple[int, str]]:
 
 def move_link(ifindex: int, dst: str | None, src: str | None = None) -> None:
     """One netlink request moving link `ifindex` from `src` to `dst`; errors as OSError."""
-    from pyroute2 import IPRoute
-    from pyroute2.netlink.exceptions import NetlinkError
-
-    fd = os.open(netns.path_of(dst), os.O_RDONLY)
-    try:
-        with netns.entered(src):
-            ipr = IPRoute()
-        with ipr:
-            ipr.link("set", index=ifindex, net_ns_fd=fd)
-    except NetlinkError as e:
-        raise OSError(e.code, os.strerror(e.code)) from None
-    finally:
-        os.close(fd)
+    kernel.move_index(ifindex, src, dst)
 
 
 def links_in(ns: str | None) -> dict[int, str]:
     """index -> name of every link in `ns`, over netlink (sysfs shows only our own namespace)."""
-    from pyroute2 import IPRoute
-
-    with netns.entered(ns):
-        ipr = IPRoute()
-    with ipr:
-        return {m["index"]: m.get_attr("IFLA_IFNAME") for m in ipr.get_links()}
+    return {ln["index"]: ln["ifname"] for ln in kernel.links(ns)}
 
 
 def _arrived(ifindex: int, ifname: str, physical: str) -> tuple[int, str]:

@@ -4,13 +4,12 @@ A move loses everything layer 3 (the kernel flushes addresses and routes when a 
 changes namespace), so each interface is photographed first — addresses with their
 remaining lifetimes, its routes with gateways and metrics, MTU, up/down, the per-device
 sysctls — and the photograph is replayed on the other side. The snapshot and the plan
-are plain data (`ip -j` output and `ip` argument lists) so they are tested without root.
+are plain data (records.py) so they are tested without root.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import json
 import os
 import shutil
 import subprocess
@@ -18,11 +17,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import netns, sysctl
+from . import kernel, records, sysctl
 from .errors import HostError
 
-FOREVER = 0xFFFFFFFF
-SKIP_PROTOCOLS = {"kernel", "ra"}  # the kernel recreates these itself
+FOREVER = records.FOREVER
+SKIP_PROTOCOLS = {records.PROTO_KERNEL, records.PROTO_RA}  # the kernel recreates these itself
 ADDR_FLAGS = ("noprefixroute", "mngtmpaddr", "home", "nodad")
 
 
@@ -41,155 +40,111 @@ def hardware_interfaces(sys_class_net: str = "/sys/class/net") -> list[str]:
 
 def snapshot(name: str, ns: str | None = None, now: float | None = None) -> dict[str, Any]:
     """Everything needed to rebuild `name`'s layer 3 in another namespace."""
-    link = netns.link(ns, name)
+    link = kernel.link(ns, name)
     if link is None:
         raise HostError(f"no such interface: {name}")
-    addrs = netns.ip_json(ns, "addr", "show", "dev", name)
-    routes = {
-        fam: netns.ip_json(ns, f"-{fam}", "route", "show", "table", "all", "dev", name)
-        for fam in ("4", "6")
-    }
+    addrs = [{k: v for k, v in a.items() if k != "ifname"} for a in kernel.addresses(ns, name)]
+    routes = [{k: v for k, v in r.items() if k != "devs"} for r in kernel.routes(ns, name)]
     return {
         "name": name,
-        "mtu": link.get("mtu"),
-        "up": "UP" in link.get("flags", []),
-        "address": link.get("address"),
-        "permaddr": link.get("permaddr", ""),  # shown by `ip` when the MAC was changed
-        "kind": (link.get("linkinfo") or {}).get("info_kind", ""),
-        "addresses": addrs[0].get("addr_info", []) if addrs else [],
+        "mtu": link["mtu"],
+        "up": link["up"],
+        "address": link["address"],
+        "permaddr": link["permaddr"],  # differs from address once the MAC was changed
+        "kind": link["kind"],
+        "addresses": addrs,
         "routes": routes,
         "sysctls": sysctl.read_device(name, ns),
         "time": time.time() if now is None else now,
-        "dynamic": is_dynamic(addrs[0].get("addr_info", []) if addrs else [], routes),
+        "dynamic": is_dynamic(addrs, routes),
         # No IPv4 address at all, as at boot before any network manager ran: `up` asks
         # DHCP for one on the physical side (and `down` hands it back unconfigured).
-        "unconfigured": not any(a.get("family") == "inet" for a in (addrs[0].get("addr_info", []) if addrs else [])),
+        "unconfigured": not any(a["family"] == 4 for a in addrs),
     }
 
 
-def is_dynamic(addr_info: list[dict[str, Any]], routes: dict[str, list[dict[str, Any]]]) -> bool:
+def is_dynamic(addrs: list[dict[str, Any]], routes: list[dict[str, Any]]) -> bool:
     """An IPv4 address with a lease (finite lifetime) or DHCP routes: keep a DHCP client for it."""
-    for a in addr_info:
-        if a.get("family") == "inet" and a.get("valid_life_time", FOREVER) != FOREVER:
-            return True
-    return any(r.get("protocol") == "dhcp" for r in routes.get("4", []))
+    if any(a["family"] == 4 and a["valid"] != FOREVER for a in addrs):
+        return True
+    return any(r["family"] == 4 and r["proto"] == records.PROTO_DHCP for r in routes)
 
 
-def address_args(a: dict[str, Any], dev: str, elapsed: float = 0.0) -> list[str] | None:
-    """`ip addr add` arguments recreating one address, lifetimes reduced by `elapsed`.
+def replayed_address(a: dict[str, Any], elapsed: float = 0.0) -> dict[str, Any] | None:
+    """The address record to add again, lifetimes reduced by `elapsed`.
 
     None for what should not be replayed: expired leases, privacy (temporary) addresses
     and kernel-made link-local ones (the kernel makes them again on link up).
     """
-    fam = a.get("family")
-    if fam not in ("inet", "inet6") or a.get("temporary"):
+    if records.has(a, "temporary"):
         return None
-    if fam == "inet6" and a.get("scope") == "link" and a.get("local", "").startswith("fe80:"):
+    if a["family"] == 6 and a["scope"] == records.SCOPES["link"] and a["cidr"].startswith("fe80:"):
         return None
     lifetimes = _lifetimes(a, elapsed)
     if lifetimes is None:
         return None
-    args = ["addr", "add", f"{a['local']}/{a['prefixlen']}"]
-    if a.get("address"):
-        args += ["peer", f"{a['address']}/{a['prefixlen']}"]
-    if fam == "inet" and a.get("broadcast"):
-        args += ["broadcast", a["broadcast"]]
-    if a.get("scope") not in (None, "global"):
-        args += ["scope", str(a["scope"])]
-    args += ["dev", dev]
-    if fam == "inet" and a.get("label") and a["label"] != dev:
-        args += ["label", a["label"]]
-    args += lifetimes
-    for flag in ADDR_FLAGS:
-        if a.get(flag) and not (flag == "nodad" and fam == "inet"):
-            args.append(flag)
-    if fam == "inet6" and "nodad" not in args:
-        args.append("nodad")  # it was valid on this link a moment ago: no DAD delay
-    return args
+    flags = [f for f in a.get("flags", []) if f in ADDR_FLAGS and not (f == "nodad" and a["family"] == 4)]
+    if a["family"] == 6 and "nodad" not in flags:
+        flags.append("nodad")  # it was valid on this link a moment ago: no DAD delay
+    return {**a, "valid": lifetimes[0], "preferred": lifetimes[1], "flags": flags}
 
 
-def _lifetimes(a: dict[str, Any], elapsed: float) -> list[str] | None:
+def _lifetimes(a: dict[str, Any], elapsed: float) -> tuple[int, int] | None:
     """What is left of an address's lifetimes after `elapsed`; None once it has expired."""
-    valid, pref = a.get("valid_life_time", FOREVER), a.get("preferred_life_time", FOREVER)
+    valid, pref = a.get("valid", FOREVER), a.get("preferred", FOREVER)
     if valid != FOREVER:
         valid = int(valid - elapsed)
         if valid <= 0:
             return None
         pref = max(0, min(valid, int(pref - elapsed))) if pref != FOREVER else valid
-        return ["valid_lft", str(valid), "preferred_lft", str(pref)]
+        return valid, pref
     if pref != FOREVER:
-        return ["valid_lft", "forever", "preferred_lft", str(max(0, int(pref - elapsed)))]
-    return []
+        return FOREVER, max(0, int(pref - elapsed))
+    return FOREVER, FOREVER
 
 
-def route_args(r: dict[str, Any], family: str, dev: str,
-               unmade: frozenset[str] = frozenset()) -> list[str] | None:
-    """`ip route add` arguments recreating one route through `dev`; None if the kernel makes it.
+def replayed_route(r: dict[str, Any], unmade: frozenset[str] = frozenset()) -> dict[str, Any] | None:
+    """The route record to add again; None if the kernel (or the next RA) makes it.
 
     `unmade`: subnets of `noprefixroute` addresses. Their `proto kernel` route was made by
     whoever added the address (NetworkManager does), not by the kernel, so it is replayed:
     without it the subnet has no connected route and its gateway is "invalid".
     """
-    if r.get("table") == "local":
+    if r["table"] == records.TABLE_LOCAL:
         return None
-    if r.get("protocol") in SKIP_PROTOCOLS and not (r.get("protocol") == "kernel" and r.get("dst") in unmade):
+    if r["proto"] in SKIP_PROTOCOLS and not (r["proto"] == records.PROTO_KERNEL and r["dst"] in unmade):
         return None
-    if r.get("type") not in (None, "unicast") or "nexthops" in r or "nhid" in r:
+    if r["type"] != records.RTN_UNICAST or r.get("multipath"):
         return None
-    args = [f"-{family}", "route", "add", r["dst"]]
-    if r.get("gateway"):
-        via_fam = r.get("via", {}).get("family") if isinstance(r.get("via"), dict) else None
-        args += ["via", *(["inet6"] if via_fam == "inet6" and family == "4" else []), r["gateway"]]
-    return [*args, "dev", dev, *_route_options(r, family)]
+    return r
 
 
-def _route_options(r: dict[str, Any], family: str) -> list[str]:
-    """Everything after `dev`: protocol, scope, metric, table, source, flags, metrics."""
-    args: list[str] = []
-    if r.get("protocol") and r["protocol"] != "boot":
-        args += ["proto", str(r["protocol"])]
-    if r.get("scope"):
-        args += ["scope", str(r["scope"])]
-    if r.get("metric") is not None:
-        args += ["metric", str(r["metric"])]
-    if r.get("table") and r["table"] != "main":
-        args += ["table", str(r["table"])]
-    if r.get("prefsrc"):
-        args += ["src", r["prefsrc"]]
-    if "onlink" in r.get("flags", []):
-        args.append("onlink")
-    if family == "6" and r.get("pref") not in (None, "medium"):
-        args += ["pref", str(r["pref"])]
-    for m in r.get("metrics", []):
-        for k, v in m.items():
-            args += [k, str(v)]
-    return args
-
-
-def restore_plan(snap: dict[str, Any], now: float, addresses: list[dict[str, Any]] | None = None) -> list[list[str]]:
-    """The `ip` commands that rebuild a snapshot on a freshly moved device.
+def restore_plan(snap: dict[str, Any], now: float,
+                 addresses: list[dict[str, Any]] | None = None) -> list[tuple[str, dict[str, Any]]]:
+    """What rebuilds a snapshot on a freshly moved device: ("link", changes), ("address",
+    record) and ("route", record) in order: link first (MTU, up), then addresses, then
+    routes, on-link ones first (a gateway must be reachable when its route is added).
 
     `addresses` overrides the snapshot's (fresher leases read on the other side).
-    Link first (MTU, up), then addresses, then routes: gateways must be reachable.
     """
-    dev = snap["name"]
-    plan: list[list[str]] = []
+    plan: list[tuple[str, dict[str, Any]]] = []
     if snap.get("mtu"):
-        plan.append(["link", "set", "dev", dev, "mtu", str(snap["mtu"])])
+        plan.append(("link", {"mtu": snap["mtu"]}))
     if snap.get("up"):
-        plan.append(["link", "set", "dev", dev, "up"])
+        plan.append(("link", {"up": True}))
     elapsed = max(0.0, now - snap["time"]) if addresses is None else 0.0
-    for a in snap["addresses"] if addresses is None else addresses:
-        args = address_args(a, dev, elapsed)
-        if args:
-            plan.append(args)
-    unmade = noprefix_subnets(snap["addresses"] if addresses is None else addresses)
-    for fam in ("4", "6"):
-        # on-link routes first: a gateway must be reachable when its route is added
-        for r in sorted(snap["routes"].get(fam, []), key=lambda r: bool(r.get("gateway"))):
-            args = route_args(r, fam, dev, unmade)
-            if args:
-                plan.append(args)
+    addrs = snap["addresses"] if addresses is None else addresses
+    for a in addrs:
+        rec = replayed_address(a, elapsed)
+        if rec:
+            plan.append(("address", rec))
+    unmade = noprefix_subnets(addrs)
+    for fam in (4, 6):
+        ordered = sorted((r for r in snap["routes"] if r["family"] == fam), key=lambda r: bool(r.get("gateway")))
+        for r in ordered:
+            rec = replayed_route(r, unmade)
+            if rec:
+                plan.append(("route", rec))
     return plan
 
 
@@ -197,46 +152,44 @@ def noprefix_subnets(addresses: list[dict[str, Any]]) -> frozenset[str]:
     """The subnets ("192.168.70.0/24") of addresses added with `noprefixroute`."""
     out = set()
     for a in addresses:
-        if a.get("noprefixroute") and a.get("local") and a.get("prefixlen") is not None:
+        if records.has(a, "noprefixroute"):
             try:
-                out.add(str(ipaddress.ip_interface(f"{a['local']}/{a['prefixlen']}").network))
+                out.add(str(ipaddress.ip_interface(a["cidr"]).network))
             except ValueError:
                 continue
     return frozenset(out)
 
 
-def apply_plan(plan: list[list[str]], ns: str | None) -> list[str]:
-    """Run a restore plan in `ns`; an entry that already exists is fine. Returns the failures."""
+def apply_plan(plan: list[tuple[str, dict[str, Any]]], dev: str, ns: str | None) -> list[str]:
+    """Run a restore plan on `dev` in `ns`; what already exists is fine. Returns the failures."""
     failures = []
-    for args in plan:
-        p = netns.ip(ns, *args, check=False)
-        if p.returncode != 0 and "File exists" not in p.stderr:
-            failures.append(f"ip {' '.join(args)}: {p.stderr.strip()}")
+    for kind, item in plan:
+        try:
+            if kind == "link":
+                kernel.set_link(ns, dev, **item)
+            elif kind == "address":
+                kernel.add_address(ns, dev, item)
+            else:
+                kernel.add_route(ns, dev, item)
+        except HostError as e:
+            failures.append(str(e))
     return failures
 
 
 def restore(snap: dict[str, Any], ns: str | None, addresses: list[dict[str, Any]] | None = None) -> list[str]:
     """Rebuild a snapshot on the device in `ns`: sysctls, link, addresses, routes."""
     sysctl.write_device(snap["name"], snap.get("sysctls", {}), ns)
-    return apply_plan(restore_plan(snap, time.time(), addresses), ns)
-
-
-def move(name: str, src: str | None, dst: str | None) -> None:
-    """Move an Ethernet-like device from namespace `src` to `dst` (a link move)."""
-    target = dst if dst is not None and "/" not in dst else None
-    if target is None:
-        # `ip link set netns` takes a name or a PID: a process of ours that lives in dst.
-        target = str(os.getpid()) if dst is None else None
-    if target is None:
-        raise HostError(f"cannot move {name} into {dst}: not a named namespace")
-    netns.ip(src, "link", "set", "dev", name, "netns", target)
+    return apply_plan(restore_plan(snap, time.time(), addresses), snap["name"], ns)
 
 
 def rename(old: str, new: str, ns: str | None) -> str | None:
     """Rename a device (down first: the kernel refuses to rename a running one); the failure, or None."""
-    netns.ip(ns, "link", "set", "dev", old, "down", check=False)
-    p = netns.ip(ns, "link", "set", "dev", old, "name", new, check=False)
-    return None if p.returncode == 0 else f"cannot rename {old} to {new}: {p.stderr.strip()}"
+    try:
+        kernel.set_link(ns, old, up=False)
+        kernel.set_link(ns, old, rename=new)
+    except HostError as e:
+        return f"cannot rename {old} to {new}: {e}"
+    return None
 
 
 def settle_udev(timeout: int = 10) -> None:
@@ -252,25 +205,25 @@ def settle_udev(timeout: int = 10) -> None:
 
 
 def same_device(links: list[dict[str, Any]], was: dict[str, Any]) -> str | None:
-    """The name of the link in `links` that is the device `was` described (`ip -j link`
-    entries): same ifindex and MAC (a move keeps the index where it is free), else the one
+    """The name of the link in `links` that is the device `was` described (kernel.link
+    records): same index and MAC (a move keeps the index where it is free), else the one
     link with its MAC."""
     mac = str(was.get("address") or "").lower()
     if not mac:
         return None
     for ln in links:
-        if ln.get("ifindex") == was.get("ifindex") and str(ln.get("address") or "").lower() == mac:
+        if ln.get("index") == was.get("index") and str(ln.get("address") or "").lower() == mac:
             return ln.get("ifname")
     named = [ln.get("ifname") for ln in links if mac in {str(ln.get(k) or "").lower() for k in ("address", "permaddr")}]
     return named[0] if len(named) == 1 else None
 
 
 def reclaim_name(name: str, was: dict[str, Any] | None, ns: str | None) -> str | None:
-    """After a move into `ns`: the device `was` (its `ip -j link` entry before the move)
+    """After a move into `ns`: the device `was` (its kernel.link record before the move)
     under `name` again if udev renamed it on arrival (see `settle_udev`); the problem, or None."""
-    if netns.link(ns, name) is not None:
+    if kernel.link(ns, name) is not None:
         return None
-    now = same_device(netns.links(ns), was) if was else None
+    now = same_device(kernel.links(ns), was) if was else None
     if now is None:
         return f"{name} is missing"
     failed = rename(now, name, ns)
@@ -278,12 +231,10 @@ def reclaim_name(name: str, was: dict[str, Any] | None, ns: str | None) -> str |
 
 
 def current_addresses(name: str, ns: str | None) -> list[dict[str, Any]] | None:
-    """Addresses of `name` as they are now in `ns` (None if the device is not there)."""
-    p = netns.ip(ns, "-j", "addr", "show", "dev", name, check=False)
-    if p.returncode != 0:
+    """Address records of `name` as they are now in `ns` (None if the device is not there)."""
+    if kernel.link(ns, name) is None:
         return None
-    data = json.loads(p.stdout or "[]")
-    return data[0].get("addr_info", []) if data else []
+    return [{k: v for k, v in a.items() if k != "ifname"} for a in kernel.addresses(ns, name)]
 
 
 def merge_leases(snap: dict[str, Any], fresh: list[dict[str, Any]] | None,
@@ -295,20 +246,17 @@ def merge_leases(snap: dict[str, Any], fresh: list[dict[str, Any]] | None,
     """
     now = time.time() if now is None else now
     elapsed = max(0.0, now - snap["time"])
-    current = {(a.get("local"), a.get("prefixlen")): a for a in fresh or []}
+    current = {a["cidr"]: a for a in fresh or []}
     out = []
     for a in snap["addresses"]:
         a = dict(a)
-        valid = a.get("valid_life_time", FOREVER)
-        if valid != FOREVER:
-            f = current.get((a.get("local"), a.get("prefixlen")))
-            if f is not None and f.get("valid_life_time", FOREVER) != FOREVER:
-                a["valid_life_time"] = f["valid_life_time"]
-                a["preferred_life_time"] = f.get("preferred_life_time", f["valid_life_time"])
+        if a["valid"] != FOREVER:
+            f = current.get(a["cidr"])
+            if f is not None and f["valid"] != FOREVER:
+                a["valid"], a["preferred"] = f["valid"], f.get("preferred", f["valid"])
             else:
-                a["valid_life_time"] = int(valid - elapsed)
-                pref = a.get("preferred_life_time", FOREVER)
-                if pref != FOREVER:
-                    a["preferred_life_time"] = max(0, int(pref - elapsed))
+                a["valid"] = int(a["valid"] - elapsed)
+                if a["preferred"] != FOREVER:
+                    a["preferred"] = max(0, int(a["preferred"] - elapsed))
         out.append(a)
     return out

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import netns
+from . import kernel, netns, records
 from .errors import HostError
 
 # Routes that take everything not matched more precisely: default, and the halves of it.
@@ -68,8 +68,8 @@ def leak_capable(link: LinkFacts, tunnel: str | None = None) -> bool:
 
 def from_netlink(link: dict[str, Any], addrs: list[dict[str, Any]], routes: list[dict[str, Any]],
                  sys_class_net: str | None = "/sys/class/net") -> LinkFacts:
-    """Facts about one device from `ip -j -d link`, `ip -j addr` and `ip -j route` output
-    (pure apart from the sysfs look-ups; `sys_class_net=None` when sysfs shows another namespace)."""
+    """Facts about one device from kernel.links/addresses/routes records (pure apart from
+    the sysfs look-ups; `sys_class_net=None` when sysfs shows another namespace)."""
     name = link["ifname"]
     has_device = bool(link.get("parentdev"))
     wireless = wwan = False
@@ -81,10 +81,10 @@ def from_netlink(link: dict[str, Any], addrs: list[dict[str, Any]], routes: list
             wwan = "DEVTYPE=wwan" in (base / "uevent").read_text().split()
         except OSError:
             pass
-    catch_all = tuple(sorted({_dst(r) for r in routes if name in _devs(r) and _dst(r) in CATCH_ALL
-                              and r.get("type", "unicast") == "unicast"}))
-    addresses = tuple(f"{a['local']}/{a['prefixlen']}" for a in addrs if a.get("scope") == "global")
-    return LinkFacts(name=name, kind=(link.get("linkinfo") or {}).get("info_kind", ""),
+    catch_all = tuple(sorted({_dst(r) for r in routes if name in r.get("devs", []) and _dst(r) in CATCH_ALL
+                              and r.get("type", records.RTN_UNICAST) == records.RTN_UNICAST}))
+    addresses = tuple(a["cidr"] for a in addrs if a.get("scope") == records.SCOPES["global"])
+    return LinkFacts(name=name, kind=link.get("kind") or "",
                      has_device=has_device, wireless=wireless, wwan=wwan,
                      catch_all_routes=catch_all, global_addresses=addresses)
 
@@ -96,20 +96,14 @@ def from_rtnl(msg: Any, sys_class_net: str | None = "/sys/class/net") -> LinkFac
     hardware is what decides a move."""
     linkinfo = msg.get_attr("IFLA_LINKINFO")
     link = {"ifname": msg.get_attr("IFLA_IFNAME"), "parentdev": msg.get_attr("IFLA_PARENT_DEV_NAME"),
-            "linkinfo": {"info_kind": linkinfo.get_attr("IFLA_INFO_KIND") or ""} if linkinfo else None}
+            "kind": (linkinfo.get_attr("IFLA_INFO_KIND") if linkinfo else None) or ""}
     return from_netlink(link, [], [], sys_class_net)
 
 
 def _dst(route: dict[str, Any]) -> str:
-    """`default` for IPv4, `::/0` for IPv6 (gather tags each route with its family)."""
+    """`default` for IPv4's 0.0.0.0/0, `::/0` for IPv6's (as `status` words them)."""
     dst = route.get("dst", "")
-    if dst in ("default", "0.0.0.0/0", "::/0"):
-        return "::/0" if route.get("family") == 6 or dst == "::/0" else "default"
-    return dst
-
-
-def _devs(route: dict[str, Any]) -> list[str]:
-    return [route.get("dev", ""), *(nh.get("dev", "") for nh in route.get("nexthops", []))]
+    return "default" if dst == "0.0.0.0/0" else dst
 
 
 def parse_iw_phy(text: str) -> list[str]:
@@ -130,8 +124,8 @@ def wiphys(ns: str | None = None) -> list[str] | None:
 
 def gather(ns: str | None = None, sys_class_net: str | None = "/sys/class/net") -> list[LinkFacts]:
     """Every device in `ns` (None: ours, whose sysfs is mounted at `sys_class_net`)."""
-    links = netns.links(ns)
-    addrs = {a["ifname"]: a.get("addr_info", []) for a in netns.ip_json(ns, "addr", "show")}
-    routes = [{**r, "family": fam} for fam in (4, 6)
-              for r in netns.ip_json(ns, f"-{fam}", "route", "show", "table", "all")]
-    return [from_netlink(ln, addrs.get(ln["ifname"], []), routes, sys_class_net) for ln in links]
+    addrs: dict[str, list[dict[str, Any]]] = {}
+    for a in kernel.addresses(ns):
+        addrs.setdefault(a["ifname"], []).append(a)
+    routes = kernel.routes(ns)
+    return [from_netlink(ln, addrs.get(ln["ifname"], []), routes, sys_class_net) for ln in kernel.links(ns)]

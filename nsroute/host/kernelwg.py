@@ -15,7 +15,6 @@ arguments so the unit tests need neither root nor the module.
 from __future__ import annotations
 
 import base64
-import os
 import shutil
 import subprocess
 from collections.abc import Callable
@@ -23,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import config as wgconfig
-from . import netns, tunnel
+from . import kernel, netns, tunnel
 from .errors import HostError
 
 MODULE = "wireguard"
@@ -117,13 +116,11 @@ def _wireguard_socket():
 
 
 def create(ifname: str, ns: str | None, mtu: int) -> None:
-    """`ip link add IF type wireguard` in `ns`: its UDP socket will live in `ns` for good."""
-    if netns.link(ns, ifname) is not None:
+    """A wireguard link in `ns`: its UDP socket will live in `ns` for good."""
+    if kernel.link(ns, ifname) is not None:
         raise HostError(f"interface {ifname} already exists in {ns or 'this namespace'}")
-    p = netns.ip(ns, "link", "add", "dev", ifname, "type", "wireguard", check=False)
-    if p.returncode != 0:
-        raise HostError(f"cannot create WireGuard interface {ifname}: {p.stderr.strip() or p.returncode}")
-    netns.ip(ns, "link", "set", "dev", ifname, "mtu", str(mtu))
+    kernel.add_link(ns, ifname, "wireguard")
+    kernel.set_link(ns, ifname, mtu=mtu)
 
 
 def configure(ifname: str, ns: str | None, spec: dict[str, Any]) -> None:
@@ -159,35 +156,15 @@ def set_keepalive(ifname: str, ns: str | None, public_key: bytes, seconds: int) 
         raise HostError(f"cannot set the keepalive of a peer of {ifname} over netlink: {e}") from None
 
 
-def move(ifname: str, src: str | None, dst: str | None) -> None:
-    """Move the link from `src` to `dst` (any namespace reference: None, name or path)."""
-    from pyroute2 import IPRoute
-
-    target = os.open(netns.path_of(dst), os.O_RDONLY)
-    try:
-        with netns.entered(src), IPRoute() as ipr:
-            found = ipr.link_lookup(ifname=ifname)
-            if not found:
-                raise HostError(f"WireGuard interface {ifname} vanished before it could be moved")
-            ipr.link("set", index=found[0], net_ns_fd=target)
-    except HostError:
-        raise
-    except Exception as e:
-        raise HostError(f"cannot move {ifname} into {dst or 'this namespace'}: {e}") from None
-    finally:
-        os.close(target)
-
-
 def delete(ifname: str, ns: str | None) -> None:
     """Remove the link from `ns` if it is a WireGuard link there (never anything else)."""
-    link = netns.link(ns, ifname)
-    if link is not None and (link.get("linkinfo") or {}).get("info_kind") == "wireguard":
-        netns.ip(ns, "link", "del", "dev", ifname, check=False)
+    if is_wireguard(ifname, ns):
+        kernel.delete_link(ns, ifname)
 
 
 def is_wireguard(ifname: str, ns: str | None) -> bool:
-    link = netns.link(ns, ifname)
-    return link is not None and (link.get("linkinfo") or {}).get("info_kind") == "wireguard"
+    link = kernel.link(ns, ifname)
+    return link is not None and link["kind"] == "wireguard"
 
 
 # ---------------------------------------------------------------- reading back

@@ -1,4 +1,4 @@
-"""Named and path network namespaces: create, remove, enter, run `ip` and programs in them.
+"""Named and path network namespaces: create, remove, enter, and run programs in them.
 
 A namespace is given as None (the one we run in), a name under /run/netns, or a path
 such as /proc/PID/ns/net (a container's). Everything here works in any of the three.
@@ -6,27 +6,16 @@ such as /proc/PID/ns/net (a container's). Everything here works in any of the th
 
 from __future__ import annotations
 
-import ctypes
-import json
 import os
 import subprocess
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..nsutil import entered, path_of, setns
 from .errors import HostError
 
-NETNS_DIR = Path("/run/netns")
-CLONE_NEWNET = 0x40000000
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def path_of(ns: str | None) -> str:
-    """Filesystem path of a namespace: ours, /run/netns/NAME, or the path as given."""
-    if ns is None:
-        return f"/proc/{os.getpid()}/ns/net"
-    return ns if "/" in ns else str(NETNS_DIR / ns)
+__all__ = ["entered", "path_of", "exists", "same", "run", "popen"]
 
 
 def exists(ns: str) -> bool:
@@ -56,70 +45,22 @@ def run(argv: Sequence[str], check: bool = True, timeout: float = 30) -> subproc
     return p
 
 
-def ip_argv(ns: str | None, *args: str) -> list[str]:
-    if ns is None:
-        return ["ip", *args]
-    if "/" not in ns:
-        return ["ip", "-n", ns, *args]
-    return ["nsenter", f"--net={ns}", "ip", *args]
-
-
-def ip(ns: str | None, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    """`ip ARGS` inside namespace `ns`."""
-    return run(ip_argv(ns, *args), check=check)
-
-
-def ip_json(ns: str | None, *args: str) -> Any:
-    out = ip(ns, "-j", *args).stdout.strip()
-    return json.loads(out) if out else []
-
-
-def links(ns: str | None) -> list[dict[str, Any]]:
-    return ip_json(ns, "-d", "link", "show")
-
-
-def link(ns: str | None, name: str) -> dict[str, Any] | None:
-    p = ip(ns, "-j", "-d", "link", "show", "dev", name, check=False)
-    if p.returncode != 0 or not p.stdout.strip():
-        return None
-    return json.loads(p.stdout)[0]
-
-
 def create(name: str) -> None:
-    """Create named namespace `name` (as `ip netns add`) with lo up."""
+    """Create named namespace `name` with lo up.
+
+    `ip netns add` stays: its /run/netns (a shared bind mount of itself, made on first
+    use) is the convention every other tool reads (`ip netns exec`, systemd's
+    NetworkNamespacePath=, `nsenter --net=`), and it refuses an existing name as users
+    know it to. pyroute2's netns.create does the same mount work with its own rules."""
+    from . import kernel  # not at the top: the DHCP hook imports this module without pyroute2
+
     run(["ip", "netns", "add", name])
-    ip(name, "link", "set", "lo", "up")
+    kernel.set_link(name, "lo", up=True)
 
 
 def delete(name: str) -> None:
+    """Remove the name `ip netns add` made (the namespace lives on while anything holds it)."""
     run(["ip", "netns", "del", name], check=False)
-
-
-def _setns(fd: int) -> None:
-    if _libc.setns(fd, CLONE_NEWNET) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
-
-
-@contextmanager
-def entered(ns: str | None) -> Iterator[None]:
-    """Run the block with this thread inside `ns` (for /proc/sys/net and netlink sockets)."""
-    if ns is None:
-        yield
-        return
-    back = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-    try:
-        target = os.open(path_of(ns), os.O_RDONLY)
-        try:
-            _setns(target)
-        finally:
-            os.close(target)
-        try:
-            yield
-        finally:
-            _setns(back)
-    finally:
-        os.close(back)
 
 
 def popen(ns: str | None, argv: Sequence[str], **kw: Any) -> subprocess.Popen:
@@ -128,7 +69,7 @@ def popen(ns: str | None, argv: Sequence[str], **kw: Any) -> subprocess.Popen:
 
     def enter() -> None:
         if target is not None:
-            _setns(target)
+            setns(target)
 
     kw.setdefault("stdin", subprocess.DEVNULL)
     kw.setdefault("start_new_session", True)

@@ -12,7 +12,7 @@ import shutil
 
 from .. import config as wgconfig
 from .. import fsmode
-from . import block, dns, hooks, hotplug, netns, resolved, tunnelsteps, uplinks
+from . import block, dns, hooks, hotplug, kernel, netns, resolved, tunnelsteps, uplinks
 from .state import State, Store
 from .steps import Ctx, Step, planned, say
 
@@ -30,7 +30,7 @@ def _delete_netns(ctx: Ctx) -> None:
     st = ctx.st
     if not (st.netns_created and netns.exists(st.physical)):
         return
-    left = [ln["ifname"] for ln in netns.links(st.physical) if ln.get("ifname") != "lo"]
+    left = [ln["ifname"] for ln in kernel.links(st.physical) if ln["ifname"] != "lo"]
     if any(n in [s["name"] for s in st.interfaces] for n in left):
         ctx.problems.append(f"interfaces {', '.join(left)} are still in '{st.physical}'")
     else:
@@ -118,9 +118,9 @@ def _hook(kind: str, label: str) -> Step:
 
 
 def _up_lo(ctx: Ctx) -> None:
-    lo = netns.link(ctx.st.into, "lo")
-    if lo is not None and "UP" not in lo.get("flags", []):
-        netns.ip(ctx.st.into, "link", "set", "lo", "up")
+    lo = kernel.link(ctx.st.into, "lo")
+    if lo is not None and not lo["up"]:
+        kernel.set_link(ctx.st.into, "lo", up=True)
 
 
 def _complete(ctx: Ctx) -> None:

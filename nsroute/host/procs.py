@@ -7,23 +7,30 @@ import signal
 import time
 from pathlib import Path
 
+import psutil
+
 from .state import Proc
+
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 def start_time(pid: int) -> int | None:
-    """Kernel start time of `pid` (field 22 of /proc/PID/stat); None when it is gone."""
+    """Kernel start time of `pid` in clock ticks since boot (field 22 of /proc/PID/stat, the
+    unit state files have always recorded); None when it is gone.
+
+    psutil gives it as boot time + ticks / CLK_TCK; undoing that is exact, and keeps state
+    files written by earlier versions comparable."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
+        created = psutil.Process(pid).create_time()
+    except (psutil.NoSuchProcess, psutil.AccessDenied, ValueError):
         return None
-    fields = stat.rsplit(")", 1)[1].split()
-    return int(fields[19])
+    return round((created - psutil.boot_time()) * _CLK_TCK)
 
 
 def is_zombie(pid: int) -> bool:
     try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except OSError:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
         return True
 
 
@@ -73,20 +80,18 @@ def find(program: str, netns_path: str | None = None) -> list[tuple[int, list[st
     """PIDs and argv of running `program` (by basename), optionally only those in one netns."""
     want = os.stat(netns_path) if netns_path else None
     found = []
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit():
-            continue
+    for proc in psutil.process_iter():
         try:
-            argv = (d / "cmdline").read_bytes().split(b"\0")
-            if not argv or os.path.basename(argv[0].decode()) != program:
+            argv = proc.cmdline()
+            if not argv or os.path.basename(argv[0]) != program:
                 continue
             if want is not None:
-                st = os.stat(d / "ns" / "net")
+                st = os.stat(f"/proc/{proc.pid}/ns/net")  # psutil has no namespace API
                 if (st.st_dev, st.st_ino) != (want.st_dev, want.st_ino):
                     continue
-        except OSError:
+        except (psutil.Error, OSError):
             continue
-        found.append((int(d.name), [a.decode() for a in argv if a]))
+        found.append((proc.pid, [a for a in argv if a]))
     return found
 
 

@@ -23,7 +23,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from . import dhcp, netns, procs, wifi
+from . import dhcp, kernel, procs, wifi
 from . import interfaces as ifaces
 from .errors import HostError
 from .guard import links_in
@@ -52,8 +52,8 @@ def wireless_names(st: State) -> set[str]:
 
 
 def link_macs(ns: str, name: str) -> set[str]:
-    """A link's MAC and permanent MAC (`ip -j link` shows `permaddr` when they differ)."""
-    link = netns.link(ns, name) or {}
+    """A link's MAC and permanent MAC (the kernel reports both; they differ once changed)."""
+    link = kernel.link(ns, name) or {}
     return {str(link.get(k) or "") for k in ("address", "permaddr")} - NO_MAC
 
 

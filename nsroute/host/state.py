@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import fsmode
+from . import records
 
 VERSION = 1
 FAULT_ENV = "NSROUTE_FAULT_AFTER_STEP"
@@ -100,6 +101,8 @@ class State:
         raw["wpa"] = [Proc(**p) for p in raw.get("wpa", [])]
         raw["engine"] = Proc(**raw["engine"]) if raw.get("engine") else None
         raw["guard"] = Proc(**raw["guard"]) if raw.get("guard") else None
+        # snapshots of the previous version hold `ip -j` JSON: read as records
+        raw["interfaces"] = [records.upgrade_snapshot(s) for s in raw.get("interfaces", [])]
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in raw.items() if k in known})
 

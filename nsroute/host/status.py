@@ -7,7 +7,7 @@ import json
 import time
 from typing import Any
 
-from . import block, health, inventory, kernelwg, netns, procs, revive, wifi
+from . import block, health, inventory, kernel, kernelwg, netns, procs, records, revive, wifi
 from .errors import HostError
 from .guard import Record
 from .state import State
@@ -35,21 +35,20 @@ def _uplink_missing() -> dict[str, Any]:
 
 def _uplink(ns: str | None, name: str) -> dict[str, Any]:
     """State of one interface (an uplink, or the tunnel): operstate, flags and addresses."""
-    link = netns.link(ns, name)
+    link = kernel.link(ns, name)
     if link is None:
         return _uplink_missing()
-    data = netns.ip_json(ns, "addr", "show", "dev", name)
-    info = data[0].get("addr_info", []) if data else []
-    flags = link.get("flags", [])
-    return {"state": str(link.get("operstate", "UNKNOWN")),
-            "addresses": [f"{a['local']}/{a['prefixlen']}" for a in info if a.get("scope") != "link"],
-            "global_addresses": [f"{a['local']}/{a['prefixlen']}" for a in info if a.get("scope") == "global"],
-            "admin_up": "UP" in flags, "carrier": "LOWER_UP" in flags if "UP" in flags else None}
+    info = kernel.addresses(ns, name)
+    return {"state": str(link["operstate"]),
+            "addresses": [a["cidr"] for a in info if a["scope"] != records.SCOPES["link"]],
+            "global_addresses": [a["cidr"] for a in info if a["scope"] == records.SCOPES["global"]],
+            "admin_up": link["up"], "carrier": link["lower_up"] if link["up"] else None}
 
 
 def _associated(ns: str, name: str) -> bool | None:
     """Is a Wi-Fi uplink associated? (`iw dev NAME link` in its namespace; None: cannot tell)."""
     try:
+        # iw, not netlink: nl80211 station state is not part of the rtnetlink layer (kernel.py)
         p = netns.run(["ip", "netns", "exec", ns, "iw", "dev", name, "link"], check=False, timeout=5)
     except HostError:
         return None
@@ -61,8 +60,8 @@ def _associated(ns: str, name: str) -> bool | None:
 def _default_routes(ns: str) -> list[str] | None:
     """Default routes in the physical namespace (None: cannot tell)."""
     try:
-        return [f"{'default' if fam == 4 else '::/0'} dev {r.get('dev', '?')}" for fam in (4, 6)
-                for r in netns.ip_json(ns, f"-{fam}", "route", "show", "default")]
+        return [f"{'default' if r['family'] == 4 else '::/0'} dev {(r['devs'] or ['?'])[0]}"
+                for r in kernel.routes(ns) if r["dst"] in ("0.0.0.0/0", "::/0") and r["table"] == 254]
     except HostError:
         return None
 

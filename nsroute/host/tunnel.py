@@ -17,7 +17,7 @@ from pathlib import Path
 from .. import config as wgconfig
 from .. import fsmode
 from ..wireguard import keys
-from . import netns, procs, selfcmd
+from . import kernel, netns, procs, selfcmd
 from .errors import HostError
 from .state import Proc
 
@@ -54,6 +54,7 @@ def resolve(host: str, port: int, ns: str | None) -> str:
         if ns is not None:
             argv = ["nsenter", f"--net={ns}", *argv]
     else:
+        # `ip netns exec`, not netlink: the resolver must read /etc/netns/NS/resolv.conf
         argv = ["ip", "netns", "exec", ns, sys.executable, "-c", _RESOLVE, host, str(port)]
     try:
         p = subprocess.run(argv, capture_output=True, text=True, timeout=30)
@@ -151,7 +152,7 @@ def start_engine(ifname: str, setconf: Path, tun_ns: str | None, socket_ns: str,
         code = p.poll()
         if code is not None:
             raise HostError(f"the engine exited with status {code}: {procs.last_line(log)}")
-        if netns.link(tun_ns, ifname) is not None and _uapi_ready(ifname):
+        if kernel.link(tun_ns, ifname) is not None and _uapi_ready(ifname):
             return rec
         if time.monotonic() > end:
             procs.stop(rec)
@@ -170,47 +171,33 @@ def _uapi_ready(ifname: str) -> bool:
         s.close()
 
 
-def route_commands(cfg: wgconfig.Config, ifname: str) -> list[list[str]]:
-    """Routes for every AllowedIPs network; /0 becomes the default route of its family."""
+def tunnel_routes(cfg: wgconfig.Config) -> list[dict[str, str | None]]:
+    """Routes for every AllowedIPs network ({"dst": CIDR, "table": ...}); /0 is the
+    default route of its family; none with `Table = off`."""
     table = cfg.interface.table
     if table is not None and table.lower() == "off":
         return []
     seen = set()
-    cmds = []
+    out: list[dict[str, str | None]] = []
     nets = sorted({n for p in cfg.peers for n in p.allowed_ips},
                   key=lambda n: (n.version, n.prefixlen, int(n.network_address)))
     for n in nets:
         if n in seen:
             continue
         seen.add(n)
-        dst = "default" if n.prefixlen == 0 else str(n)
-        cmd = [f"-{n.version}", "route", "add", dst, "dev", ifname]
-        if table is not None and table.lower() != "auto":
-            cmd += ["table", table]
-        cmds.append(cmd)
-    return cmds
-
-
-def address_commands(cfg: wgconfig.Config, ifname: str) -> list[list[str]]:
-    cmds = []
-    for a in cfg.interface.addresses:
-        cmd = ["addr", "add", str(a), "dev", ifname]
-        if a.version == 6:
-            cmd.append("nodad")
-        cmds.append(cmd)
-    return cmds
+        out.append({"dst": str(n), "table": table if table is not None and table.lower() != "auto" else None})
+    return out
 
 
 def configure(cfg: wgconfig.Config, ifname: str, ns: str | None) -> None:
-    """Addresses, link up, routes on the TUN in `ns` (what is already there is fine)."""
-    plan = [*address_commands(cfg, ifname), ["link", "set", "dev", ifname, "up"],
-            *route_commands(cfg, ifname)]
-    for args in plan:
-        p = netns.ip(ns, *args, check=False)
-        if p.returncode != 0 and "File exists" not in p.stderr:
-            raise HostError(f"ip {' '.join(args)}: {p.stderr.strip()}")
+    """Addresses (IPv6 without DAD, as wg-quick), link up, routes on the TUN in `ns`;
+    what is already there is fine."""
+    for a in cfg.interface.addresses:
+        kernel.add_address(ns, ifname, {"cidr": str(a), "flags": ["nodad"] if a.version == 6 else []})
+    kernel.set_link(ns, ifname, up=True)
+    for r in tunnel_routes(cfg):
+        kernel.add_route(ns, ifname, r)
 
 
 def remove_tun(ifname: str, ns: str | None) -> None:
-    if netns.link(ns, ifname) is not None:
-        netns.ip(ns, "link", "del", "dev", ifname, check=False)
+    kernel.delete_link(ns, ifname)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .. import fsmode
-from . import dns, hotplug, kernelwg, netns, procs, resolved, tunnel
+from . import dns, hotplug, kernel, kernelwg, netns, procs, resolved, tunnel
 from .errors import HostError
 from .state import State
 from .steps import Ctx, Step, say
@@ -33,7 +33,7 @@ def alive(st: State) -> bool:
     """The tunnel serves: its kernel WireGuard link, or the engine and its TUN, are there."""
     if st.backend == "kernel":
         return kernelwg.is_wireguard(st.ifname, tun_ns(st))
-    return procs.alive(st.engine) and netns.link(tun_ns(st), st.ifname) is not None
+    return procs.alive(st.engine) and kernel.link(tun_ns(st), st.ifname) is not None
 
 
 # ------------------------------------------------------------------ userspace
@@ -79,7 +79,7 @@ def _create_kernel(ctx: Ctx) -> None:
     cfg, st, store = ctx.config, ctx.st, ctx.store
     where = create_ns(st)
     spec = kernelwg.device_spec(cfg, kernelwg.resolve_endpoints(cfg, where, local=st.mode == "into"))
-    if netns.link(where, cfg.name) is not None:
+    if kernel.link(where, cfg.name) is not None:
         raise HostError(f"interface {cfg.name} already exists in {where or 'this namespace'}")
     st.engine = None
     _pidfile(ctx).unlink(missing_ok=True)
@@ -99,7 +99,7 @@ def _delete_created(ctx: Ctx) -> None:
 def _move_kernel(ctx: Ctx) -> None:
     st = ctx.st
     say(f"ip link set {st.ifname} netns {tun_ns(st) or 'this namespace'}")
-    kernelwg.move(st.ifname, create_ns(st), tun_ns(st))
+    kernel.move(st.ifname, create_ns(st), tun_ns(st))
     st.kernel_link = "moved"
 
 

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import dhcp, netns, networkmanager, nmphysical, procs, ready, wifi
+from . import dhcp, kernel, netns, networkmanager, nmphysical, procs, ready, wifi
 from . import interfaces as ifaces
 from .errors import HostError
 from .state import State
@@ -97,7 +97,7 @@ def _home(ctx: Ctx, snaps: list[dict[str, Any]], move: Callable[[], None]) -> No
     was: dict[str, dict[str, Any]] = {}  # ifindex and MAC: how to know it under another name
     if netns.exists(phys):
         for snap in snaps:
-            link = netns.link(phys, snap["name"])
+            link = kernel.link(phys, snap["name"])
             if link is not None:
                 was[snap["name"]] = link
                 fresh[snap["name"]] = ifaces.current_addresses(snap["name"], phys)
@@ -136,10 +136,10 @@ def move_step(snap: dict[str, Any]) -> Step:
 
     def do(ctx: Ctx) -> None:
         say(f"ip link set {name} netns {ctx.st.physical}")
-        ifaces.move(name, None, ctx.st.physical)
+        kernel.move(name, None, ctx.st.physical)
 
     def undo(ctx: Ctx) -> None:
-        _home(ctx, [snap], lambda: ifaces.move(name, ctx.st.physical, None))
+        _home(ctx, [snap], lambda: kernel.move(name, ctx.st.physical, None))
 
     return Step(f"moved:{name}", do, undo)
 
@@ -200,7 +200,7 @@ def _await_lease(ifname: str, phys: str, timeout: float = 10.0) -> None:
     """At boot the endpoint may only be reachable once the first lease is in."""
     def missing() -> list[str]:
         addrs = ifaces.current_addresses(ifname, phys) or []
-        return [] if any(a.get("family") == "inet" for a in addrs) else [f"no IPv4 address on {ifname}"]
+        return [] if any(a.get("family") == 4 for a in addrs) else [f"no IPv4 address on {ifname}"]
 
     if ready.poll(missing, timeout, interval=0.2):
         say(f"warning: no DHCP lease on {ifname} yet; the client keeps trying in {phys}")

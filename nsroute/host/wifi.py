@@ -44,6 +44,8 @@ def radios_in(ns: str) -> dict[str, tuple[int, str]]:
     Through `ip netns exec`, which mounts that namespace's own sysfs."""
     script = ('for d in /sys/class/net/*/phy80211; do [ -e "$d" ] || continue; '
               'n=${d%/phy80211}; echo "${n##*/} $(cat "$d/index") $(cat "$d/macaddress")"; done')
+    # `ip netns exec` for the sysfs it mounts: the phy80211 links are the wiphy's index
+    # and MAC as this namespace sees them
     p = netns.run(["ip", "netns", "exec", ns, "sh", "-c", script], check=False)
     out = {}
     for line in p.stdout.splitlines():
@@ -133,6 +135,8 @@ def start_daemon(argv: list[str], ns: str, pidfile: Path) -> Proc:
     """wpa_supplicant with its original arguments, detached, inside `ns` (`up`, and the
     guard when a radio comes back)."""
     pidfile.unlink(missing_ok=True)
+    # `ip netns exec`: wpa_supplicant gets the namespace's sysfs and /etc/netns files,
+    # as it would when started there by hand
     netns.run(["ip", "netns", "exec", ns, *daemon_argv(argv, str(pidfile))])
     return procs.record(read_pidfile(pidfile), "wpa_supplicant", argv)
 

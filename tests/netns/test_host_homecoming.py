@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from nsroute.host import dhcp, netns, procs
+from nsroute.host import dhcp, kernel, procs
 from nsroute.host import interfaces as ifaces
 from tests.support.hosts import BEHIND4, Site
 from tests.support.netns import ok, wait_for
@@ -24,14 +24,14 @@ pytestmark = pytest.mark.root
 def test_a_device_renamed_on_arrival_gets_its_name_back(lab):
     away, home = lab.netns("away"), lab.netns("home")
     away.ip("link", "add", "upusb", "address", "02:00:aa:bb:cc:01", "type", "veth", "peer", "name", "far")
-    was = netns.link(away.name, "upusb")
+    was = kernel.link(away.name, "upusb")
     away.ip("link", "set", "upusb", "netns", home.name)
     home.ip("link", "set", "upusb", "name", "enx0200aabbcc01")  # what udev does on "add"
     home.ip("link", "set", "enx0200aabbcc01", "up")  # someone brought it up meanwhile
 
     assert ifaces.reclaim_name("upusb", was, home.name) is None
-    link = netns.link(home.name, "upusb")
-    assert link is not None and link["ifindex"] == was["ifindex"] and link["address"] == "02:00:aa:bb:cc:01"
+    link = kernel.link(home.name, "upusb")
+    assert link is not None and link["index"] == was["index"] and link["address"] == "02:00:aa:bb:cc:01"
     assert "enx0200aabbcc01" not in home.links()
     assert ifaces.reclaim_name("upusb", was, home.name) is None  # already home under its name
     assert ifaces.reclaim_name("gone0", {**was, "address": "02:00:aa:bb:cc:02"}, home.name) == "gone0 is missing"

@@ -84,6 +84,7 @@ def test_down_reads_a_state_file_of_the_previous_version(lab, tmp_path, step):
     framework: its state file has no "doing"; `down` still restores everything."""
     site = Site(lab, tmp_path)
     before = site.picture()
+    ip_json = _ip_json_snapshots(site)  # addressing as the previous version stored it
     p = site.up(env={"NSROUTE_FAULT_AFTER_STEP": step})
     assert p.returncode != 0, f"up was not killed at {step}"
     path = _store(site).path
@@ -92,6 +93,10 @@ def test_down_reads_a_state_file_of_the_previous_version(lab, tmp_path, step):
     assert newer == {"doing", "nm_managed", "nm_physical"} and raw["version"] == 1, newer
     for k in newer:
         del raw[k]
+    assert raw["interfaces"] and all(isinstance(s["routes"], list) for s in raw["interfaces"])
+    for snap in raw["interfaces"]:  # the previous version kept `ip -j` output, not records
+        snap["addresses"], snap["routes"] = ip_json[snap["name"]]
+    assert any(a.get("local") for s in raw["interfaces"] for a in s["addresses"])
     path.write_text(json.dumps(raw, indent=2, sort_keys=True))
     _ok(site.down())
     assert site.picture() == before
@@ -99,6 +104,18 @@ def test_down_reads_a_state_file_of_the_previous_version(lab, tmp_path, step):
     assert not os.path.exists(f"/etc/netns/{site.physical}")
     assert site.laptop.pids() == []
     assert not path.exists()
+
+
+def _ip_json_snapshots(site) -> dict[str, tuple[list, dict]]:
+    """Per laptop interface: `ip -j` addr_info and {"4": routes, "6": routes}, the shape
+    state files of the version before the netlink records held."""
+    out = {}
+    for name in ("eth0", "eth1"):
+        addrs = json.loads(site.laptop.ip("-j", "addr", "show", "dev", name).stdout)[0]["addr_info"]
+        routes = {fam: json.loads(site.laptop.ip("-j", f"-{fam}", "route", "show", "table", "all",
+                                                 "dev", name).stdout or "[]") for fam in ("4", "6")}
+        out[name] = (addrs, routes)
+    return out
 
 
 def test_bad_input_changes_nothing(lab, tmp_path):

@@ -7,13 +7,14 @@ import ipaddress
 import pytest
 
 from nsroute import config as wgconfig
-from nsroute.host import dhcp, dns, interfaces, simhost, status, tunnel, wifi
+from nsroute.host import dhcp, dns, interfaces, records, simhost, status, tunnel, wifi
 from nsroute.host.state import Proc, State, Store, state_key
 from nsroute.wireguard import keys
 
 FOREVER = interfaces.FOREVER
 
-SNAP = {
+# a snapshot as the previous version stored it (`ip -j` JSON); read as records (upgrade_snapshot)
+OLD_SNAP = {
     "name": "eth1", "mtu": 1500, "up": True, "time": 1000.0,
     "addresses": [
         {"family": "inet", "local": "192.168.60.120", "prefixlen": 24, "broadcast": "192.168.60.255",
@@ -40,6 +41,7 @@ SNAP = {
     },
     "sysctls": {"ipv6/accept_ra": "2"},
 }
+SNAP = records.upgrade_snapshot(OLD_SNAP)
 
 
 def test_state_round_trip(tmp_path):
@@ -66,54 +68,56 @@ def test_state_keys_are_file_names():
     assert state_key("", "/proc/42/ns/net", "wg0") == "into-proc_42_ns_net-wg0"
 
 
-def test_address_args_reduce_lease_lifetimes_and_skip_kernel_made():
+def test_addresses_replayed_with_reduced_lease_lifetimes_skipping_kernel_made():
     a4, a6, ll, tmp = SNAP["addresses"]
-    assert interfaces.address_args(a4, "eth1", elapsed=30) == [
-        "addr", "add", "192.168.60.120/24", "broadcast", "192.168.60.255", "dev", "eth1",
-        "valid_lft", "70", "preferred_lft", "70"]
-    assert interfaces.address_args(a4, "eth1", elapsed=100) is None  # the lease ran out
-    assert interfaces.address_args(a6, "eth1") == ["addr", "add", "fd60::2/64", "dev", "eth1", "nodad"]
-    assert interfaces.address_args(ll, "eth1") is None
-    assert interfaces.address_args(tmp, "eth1") is None
+    assert interfaces.replayed_address(a4, elapsed=30) == {
+        "family": 4, "cidr": "192.168.60.120/24", "peer": None, "broadcast": "192.168.60.255", "scope": 0,
+        "label": "eth1", "valid": 70, "preferred": 70, "flags": []}
+    assert interfaces.replayed_address(a4, elapsed=100) is None  # the lease ran out
+    assert interfaces.replayed_address(a6) == {
+        "family": 6, "cidr": "fd60::2/64", "peer": None, "broadcast": None, "scope": 0, "label": None,
+        "valid": FOREVER, "preferred": FOREVER, "flags": ["nodad"]}
+    assert interfaces.replayed_address(ll) is None
+    assert interfaces.replayed_address(tmp) is None
 
 
-def test_route_args_keep_gateway_metric_table_and_metrics():
-    r = SNAP["routes"]
-    assert interfaces.route_args(r["4"][0], "4", "eth1") == [
-        "-4", "route", "add", "default", "via", "192.168.60.1", "dev", "eth1", "proto", "dhcp",
-        "metric", "200", "mtu", "1400"]
-    assert interfaces.route_args(r["4"][1], "4", "eth1") is None
-    assert interfaces.route_args(r["4"][2], "4", "eth1") is None
-    assert interfaces.route_args(r["4"][3], "4", "eth1") == [
-        "-4", "route", "add", "10.1.0.0/16", "via", "192.168.60.254", "dev", "eth1", "table", "100", "onlink"]
-    assert interfaces.route_args(r["6"][0], "6", "eth1") is None  # comes back with the next RA
-    assert interfaces.route_args(r["6"][1], "6", "eth1") == [
-        "-6", "route", "add", "fd61::/64", "via", "fd60::1", "dev", "eth1", "metric", "100", "pref", "high"]
+def test_routes_replayed_keep_gateway_metric_table_and_metrics():
+    r4 = [r for r in SNAP["routes"] if r["family"] == 4]
+    r6 = [r for r in SNAP["routes"] if r["family"] == 6]
+    default = interfaces.replayed_route(r4[0])
+    assert (default["dst"], default["gateway"], default["proto"], default["metric"], default["metrics"]) == (
+        "0.0.0.0/0", "192.168.60.1", records.PROTO_DHCP, 200, {"mtu": 1400})
+    assert interfaces.replayed_route(r4[1]) is None  # the kernel's subnet route
+    assert interfaces.replayed_route(r4[2]) is None  # table local
+    onlink = interfaces.replayed_route(r4[3])
+    assert (onlink["dst"], onlink["gateway"], onlink["table"], onlink["onlink"]) == (
+        "10.1.0.0/16", "192.168.60.254", 100, True)
+    assert interfaces.replayed_route(r6[0]) is None  # comes back with the next RA
+    pref = interfaces.replayed_route(r6[1])
+    assert (pref["dst"], pref["gateway"], pref["metric"], pref["pref"]) == ("fd61::/64", "fd60::1", 100, 1)
 
 
 def test_restore_plan_orders_link_addresses_routes():
     plan = interfaces.restore_plan(SNAP, now=1010.0)
-    assert plan[0] == ["link", "set", "dev", "eth1", "mtu", "1500"]
-    assert plan[1] == ["link", "set", "dev", "eth1", "up"]
-    kinds = [p[0] if p[0] != "-4" and p[0] != "-6" else "route" for p in plan[2:]]
-    assert kinds == ["addr", "addr", "route", "route", "route"]
-    assert "90" in plan[2]  # 100 s lease, 10 s later
+    assert plan[0] == ("link", {"mtu": 1500})
+    assert plan[1] == ("link", {"up": True})
+    assert [kind for kind, _ in plan[2:]] == ["address", "address", "route", "route", "route"]
+    assert plan[2][1]["valid"] == 90  # 100 s lease, 10 s later
 
 
 def test_merge_leases_prefers_renewed_lifetime():
-    fresh = [{"family": "inet", "local": "192.168.60.120", "prefixlen": 24, "valid_life_time": 118,
-              "preferred_life_time": 118}]
+    fresh = [{"family": 4, "cidr": "192.168.60.120/24", "valid": 118, "preferred": 118}]
     merged = interfaces.merge_leases(SNAP, fresh, now=1050.0)
-    assert merged[0]["valid_life_time"] == 118
+    assert merged[0]["valid"] == 118
     merged = interfaces.merge_leases(SNAP, None, now=1050.0)
-    assert merged[0]["valid_life_time"] == 50
-    assert merged[1]["valid_life_time"] == FOREVER
+    assert merged[0]["valid"] == 50
+    assert merged[1]["valid"] == FOREVER
 
 
 def test_is_dynamic():
     assert interfaces.is_dynamic(SNAP["addresses"], SNAP["routes"])
-    assert not interfaces.is_dynamic(SNAP["addresses"][1:], {"4": []})
-    assert interfaces.is_dynamic([], {"4": [{"dst": "default", "protocol": "dhcp"}]})
+    assert not interfaces.is_dynamic(SNAP["addresses"][1:], [])
+    assert interfaces.is_dynamic([], [records.route_from_ip({"dst": "default", "protocol": "dhcp"}, 4)])
 
 
 def test_resolv_rendering_and_stub_detection(tmp_path):
@@ -170,13 +174,14 @@ def test_setconf_is_valid_setconf_with_literal_endpoint():
 
 def test_tunnel_routes_and_addresses():
     cfg = _cfg()
-    assert tunnel.route_commands(cfg, "wg0") == [
-        ["-4", "route", "add", "default", "dev", "wg0"],
-        ["-4", "route", "add", "10.5.0.0/16", "dev", "wg0"],
-        ["-6", "route", "add", "default", "dev", "wg0"]]
+    assert tunnel.tunnel_routes(cfg) == [
+        {"dst": "0.0.0.0/0", "table": None},
+        {"dst": "10.5.0.0/16", "table": None},
+        {"dst": "::/0", "table": None}]
+    cfg.interface.table = "1234"
+    assert {r["table"] for r in tunnel.tunnel_routes(cfg)} == {"1234"}
     cfg.interface.table = "off"
-    assert tunnel.route_commands(cfg, "wg0") == []
-    assert tunnel.address_commands(cfg, "wg0")[1] == ["addr", "add", "fd99::2/128", "dev", "wg0", "nodad"]
+    assert tunnel.tunnel_routes(cfg) == []
     assert tunnel.is_literal("fe80::1%eth0") and not tunnel.is_literal("vpn.example.test")
     assert ipaddress.ip_address(tunnel.resolve("10.1.2.3", 1, None))
 
@@ -219,7 +224,7 @@ def test_not_root_is_one_clear_error(monkeypatch):
 
 
 # NetworkManager's addressing: `noprefixroute` addresses with the subnet route as `proto kernel`
-NM_SNAP = {
+OLD_NM_SNAP = {
     "name": "wlan1", "mtu": 1500, "up": True, "time": 1000.0,
     "addresses": [
         {"family": "inet", "local": "192.168.70.106", "prefixlen": 24, "broadcast": "192.168.70.255",
@@ -239,20 +244,21 @@ NM_SNAP = {
         "6": [],
     },
 }
+NM_SNAP = records.upgrade_snapshot(OLD_NM_SNAP)
 
 
 def test_restore_plan_replays_the_subnet_route_of_a_noprefixroute_address():
     plan = interfaces.restore_plan(NM_SNAP, now=1010.0)
-    routes = [p for p in plan if p[0] == "-4"]
-    # `ip route add default via GW` fails ("Nexthop has invalid gateway") unless the subnet
+    routes = [r for kind, r in plan if kind == "route"]
+    # a default route via GW fails ("Nexthop has invalid gateway") unless the subnet
     # route is there already: it comes first, whatever order the snapshot had
-    dsts = [r[3] for r in routes]
+    dsts = [r["dst"] for r in routes]
     assert "192.168.70.0/24" in dsts, plan
-    assert dsts.index("192.168.70.0/24") < dsts.index("default"), dsts
+    assert dsts.index("192.168.70.0/24") < dsts.index("0.0.0.0/0"), dsts
     subnet = routes[dsts.index("192.168.70.0/24")]
-    assert subnet[subnet.index("metric") + 1] == "600" and "src" in subnet
+    assert subnet["metric"] == 600 and subnet["prefsrc"] == "192.168.70.106"
     assert "10.5.0.0/24" not in dsts  # a plain address: the kernel makes that one again
-    assert "noprefixroute" in next(p for p in plan if p[0] == "addr" and "192.168.70.106/24" in p)
+    assert "noprefixroute" in next(a for kind, a in plan if kind == "address" and a["cidr"] == "192.168.70.106/24")["flags"]
 
 
 def test_dhcp_hook_adds_the_subnet_route_where_the_address_has_noprefixroute():

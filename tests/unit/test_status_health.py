@@ -27,12 +27,8 @@ def _sysfs(tmp_path, name, device=False, phy=False, wwan=False):
 
 
 def _link(name, kind=None, parentdev=None):
-    ln = {"ifname": name, "flags": ["UP"]}
-    if kind:
-        ln["linkinfo"] = {"info_kind": kind}
-    if parentdev:
-        ln["parentbus"], ln["parentdev"] = "usb", parentdev
-    return ln
+    """A link record as host/kernel.py gives it."""
+    return {"ifname": name, "up": True, "kind": kind or "", "parentdev": parentdev or ""}
 
 
 @pytest.mark.parametrize("what", [{"device": True}, {"phy": True}, {"wwan": True}])
@@ -51,8 +47,8 @@ def test_a_parent_device_in_netlink_counts_without_sysfs():
 @pytest.mark.parametrize("kind", ["veth", "bridge", "dummy", "tun", "vlan", "macvlan", "wireguard"])
 def test_user_made_virtual_devices_are_left_alone(tmp_path, kind):
     sysfs = _sysfs(tmp_path, "v0")
-    addrs = [{"family": "inet", "local": "172.17.0.1", "prefixlen": 16, "scope": "global"}]
-    routes = [{"dst": "172.17.0.0/16", "dev": "v0", "family": 4}]
+    addrs = [{"family": 4, "cidr": "172.17.0.1/16", "scope": 0}]
+    routes = [{"dst": "172.17.0.0/16", "devs": ["v0"], "family": 4, "type": 1}]
     facts = inventory.from_netlink(_link("v0", kind), addrs, routes, sysfs)
     assert not inventory.hardware_backed(facts)
     assert facts.global_addresses == ("172.17.0.1/16",)
@@ -60,11 +56,11 @@ def test_user_made_virtual_devices_are_left_alone(tmp_path, kind):
 
 
 @pytest.mark.parametrize("route", [
-    {"dst": "default", "gateway": "10.1.1.1", "dev": "v0", "family": 4},
-    {"dst": "default", "gateway": "fd00::1", "dev": "v0", "family": 6},
-    {"dst": "128.0.0.0/1", "dev": "v0", "family": 4},
-    {"dst": "default", "table": "51820", "dev": "v0", "family": 4},
-    {"dst": "default", "nexthops": [{"gateway": "10.1.1.1", "dev": "v0"}], "family": 4},
+    {"dst": "0.0.0.0/0", "gateway": "10.1.1.1", "devs": ["v0"], "family": 4, "type": 1},
+    {"dst": "::/0", "gateway": "fd00::1", "devs": ["v0"], "family": 6, "type": 1},
+    {"dst": "128.0.0.0/1", "devs": ["v0"], "family": 4, "type": 1},
+    {"dst": "0.0.0.0/0", "table": 51820, "devs": ["v0"], "family": 4, "type": 1},
+    {"dst": "0.0.0.0/0", "multipath": True, "devs": ["v0"], "family": 4, "type": 1},
 ])
 def test_a_virtual_device_with_a_default_route_around_the_tunnel_is_leak_capable(tmp_path, route):
     facts = inventory.from_netlink(_link("v0", "veth"), [], [route], _sysfs(tmp_path, "v0"))
@@ -73,10 +69,10 @@ def test_a_virtual_device_with_a_default_route_around_the_tunnel_is_leak_capable
 
 
 def test_routes_through_the_tunnel_or_other_devices_or_non_unicast_do_not_count(tmp_path):
-    routes = [{"dst": "default", "dev": "wg0", "family": 4},
-              {"dst": "0.0.0.0/1", "dev": "wg0", "family": 4},
-              {"type": "unreachable", "dst": "default", "dev": "v0", "family": 4},
-              {"dst": "10.0.0.0/8", "dev": "v0", "family": 4}]
+    routes = [{"dst": "0.0.0.0/0", "devs": ["wg0"], "family": 4, "type": 1},
+              {"dst": "0.0.0.0/1", "devs": ["wg0"], "family": 4, "type": 1},
+              {"type": 7, "dst": "0.0.0.0/0", "devs": ["v0"], "family": 4},  # unreachable
+              {"dst": "10.0.0.0/8", "devs": ["v0"], "family": 4, "type": 1}]
     facts = inventory.from_netlink(_link("v0", "veth"), [], routes, _sysfs(tmp_path, "v0"))
     assert not leak_capable(facts, "wg0")
 
