@@ -48,7 +48,7 @@ def _checks(backend: str, then: str | None) -> list[str]:
     tests = (f"NSROUTE_REBOOT_BACKEND={backend} python3 -m pytest tests/desktop/reboot -p no:cacheprovider -v "
              f"--junitxml $NSROUTE_DESKTOP_OUT/{backend}.xml -o junit_family=xunit2; rc=$?")
     journal = (f"; {{ journalctl -b --no-pager -o short-monotonic -u '{UNITS[backend]}' -u {ROUTER_UNIT}; "
-               "ip -o link; ip netns list; ip -n physical -o addr; }} "
+               "ip -o link; ip netns list; ip -n physical -o addr; } "
                f"> $NSROUTE_DESKTOP_OUT/{backend}.log 2>&1")
     switch = f"; python3 -m tests.desktop.reboot.lan prepare {then} || rc=3" if then else ""
     return ["sh", "-c", tests + journal + switch + "; exit $rc"]

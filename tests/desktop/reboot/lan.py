@@ -48,18 +48,18 @@ COUNTERS = ("dhcp", "arp", "icmpv6", "wireguard", "other")
 
 def nft_text() -> str:
     return f"""table netdev lancount {{
-  counter dhcp {{}}
-  counter arp {{}}
-  counter icmpv6 {{}}
-  counter wireguard {{}}
-  counter other {{}}
+  counter c_dhcp {{}}
+  counter c_arp {{}}
+  counter c_icmpv6 {{}}
+  counter c_wireguard {{}}
+  counter c_other {{}}
   chain laptop {{
     type filter hook ingress device "{ROUTER_NIC}" priority -500; policy accept;
-    ether type arp counter name arp accept
-    udp sport 68 udp dport 67 counter name dhcp accept
-    meta l4proto ipv6-icmp counter name icmpv6 accept
-    ip daddr {ROUTER_IP} udp dport {WG_PORT} counter name wireguard accept
-    counter name other
+    ether type arp counter name c_arp accept
+    udp sport 68 udp dport 67 counter name c_dhcp accept
+    meta l4proto ipv6-icmp counter name c_icmpv6 accept
+    ip daddr {ROUTER_IP} udp dport {WG_PORT} counter name c_wireguard accept
+    counter name c_other
   }}
 }}
 """
@@ -69,6 +69,7 @@ def router_script() -> str:
     return f"""#!/bin/sh
 # The LAN's router, up before the laptop's nsroute unit (see tests/desktop/reboot/lan.py).
 set -e
+for _ in $(seq 60); do [ -e /sys/class/net/{ROUTER_NIC} ] && break; sleep 1; done
 ip netns add {ROUTER_NS}
 ip link set {ROUTER_NIC} netns {ROUTER_NS}
 ip netns exec {ROUTER_NS} sh -e -c '
@@ -92,9 +93,9 @@ def router_unit() -> str:
     return f"""[Unit]
 Description=nsroute test: the LAN router at the other end of {UPLINK}'s cable
 DefaultDependencies=no
-# Wants, not BindsTo: the device leaves this namespace (for the router's) at once
-Wants=sys-subsystem-net-devices-{ROUTER_NIC}.device
-After=sys-subsystem-net-devices-{ROUTER_NIC}.device systemd-modules-load.service local-fs.target
+# no device dependency: the device leaves this namespace (for the router's) at once, and a
+# restart of nsroute's unit would wait for it in vain; the script waits for it instead
+After=systemd-modules-load.service local-fs.target
 [Service]
 Type=forking
 ExecStart={FIXTURE}/lan-router
@@ -102,12 +103,13 @@ PIDFile=/run/nsroute-test-lan-dnsmasq.pid
 """
 
 
-# What README's systemd section tells users: the unit waits for the uplink's device. The
-# router's unit is this test's: the LAN is up before the laptop boots.
+# What README's systemd section tells users: the unit starts once udev has named the
+# devices (not after the uplink's .device unit: that leaves with the uplink, and a restart
+# would wait for it in vain). The router's unit is this test's: the LAN is up first.
 def drop_in() -> str:
     return f"""[Unit]
-Wants=sys-subsystem-net-devices-{UPLINK}.device {ROUTER_UNIT}
-After=sys-subsystem-net-devices-{UPLINK}.device {ROUTER_UNIT}
+Wants=systemd-udev-settle.service {ROUTER_UNIT}
+After=systemd-udev-settle.service {ROUTER_UNIT}
 """
 
 
@@ -121,7 +123,7 @@ def sh(*cmd: str, input: str | None = None) -> str:
 def counters() -> dict[str, int]:
     """Frames the router's port received from the laptop since the router came up, by kind."""
     out = sh("ip", "netns", "exec", ROUTER_NS, "nft", "list", "counters", "table", "netdev", "lancount")
-    found = dict(re.findall(r"counter (\w+) \{\s*packets (\d+)", out))
+    found = dict(re.findall(r"counter c_(\w+) \{\s*packets (\d+)", out))
     return {k: int(found[k]) for k in COUNTERS}
 
 
