@@ -57,7 +57,7 @@ def nft_text() -> str:
     type filter hook ingress device "{ROUTER_NIC}" priority -500; policy accept;
     ether type arp counter name c_arp accept
     udp sport 68 udp dport 67 counter name c_dhcp accept
-    meta l4proto ipv6-icmp counter name c_icmpv6 accept
+    meta l4proto 58 counter name c_icmpv6 accept
     ip daddr {ROUTER_IP} udp dport {WG_PORT} counter name c_wireguard accept
     counter name c_other
   }}
@@ -69,6 +69,8 @@ def router_script() -> str:
     return f"""#!/bin/sh
 # The LAN's router, up before the laptop's nsroute unit (see tests/desktop/reboot/lan.py).
 set -e
+# a half-made router from an earlier try: deleting the namespace brings the NIC back here
+ip netns delete {ROUTER_NS} 2>/dev/null || true
 for _ in $(seq 60); do [ -e /sys/class/net/{ROUTER_NIC} ] && break; sleep 1; done
 ip netns add {ROUTER_NS}
 ip link set {ROUTER_NIC} netns {ROUTER_NS}
