@@ -20,7 +20,9 @@ class UserError(click.ClickException):
 
 
 def _fail(e: Exception) -> UserError:
-    return UserError(str(e))
+    err = UserError(str(e))
+    err.exit_code = getattr(e, "exit_code", 1)  # ready.NotReady: 3
+    return err
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -104,22 +106,30 @@ def engine(ifname: str, config_file: str | None, socket_netns: str | None, foreg
 @click.option("--interface", "interfaces", multiple=True, metavar="IF", help="Move only these interfaces (repeatable).")
 @click.option("--into", metavar="NETNS", help="Container mode: make the tunnel the only interface of NETNS.")
 @click.option("--backend", type=click.Choice(["auto", "userspace", "kernel"]), default="auto", show_default=True)
-def up(config: str, physical: str, interfaces: tuple[str, ...], into: str | None, backend: str) -> None:
+@click.option("--wait", type=click.FloatRange(min=0), default=20.0, show_default=True, metavar="SECONDS",
+              envvar="NSROUTE_UP_WAIT",
+              help="Wait this long for the uplinks and the first handshake; if they do not come, say "
+              "which and exit 3 with the kill switch in place (0: do not wait; env NSROUTE_UP_WAIT).")
+def up(config: str, physical: str, interfaces: tuple[str, ...], into: str | None, backend: str,
+       wait: float) -> None:
     """Put every packet of this host (or of NETNS) through the tunnel of CONFIG.
 
     CONFIG is a wg-quick file: a path, or a name looked up in /etc/nsroute/ then
-    /etc/wireguard/.
+    /etc/wireguard/. Exit status 0 once traffic passes, 3 when the kill switch is in
+    place but the tunnel did not come up within --wait, 1 on any other failure.
 
     \b
     Examples:
       nsroute up wg0
       nsroute up ./home.conf --interface eth0
       nsroute up wg0 --into /proc/4242/ns/net
+      nsroute up wg0 --wait 0   # the kill switch only; `nsroute status` tells the rest
     """
     from .host import commands
 
     try:
-        commands.up(config, physical=physical, interfaces=list(interfaces), into=into, backend=backend)
+        commands.up(config, physical=physical, interfaces=list(interfaces), into=into, backend=backend,
+                    wait=wait)
     except commands.HostError as e:
         raise _fail(e) from None
 
@@ -198,10 +208,9 @@ def exec_(physical: str, user: str | None, cmd: tuple[str, ...]) -> None:
     from . import exec as exec_mod
 
     try:
-        code = exec_mod.run(list(cmd), physical=physical, user=user)
+        exec_mod.run(list(cmd), physical=physical, user=user)  # on success this process is CMD
     except exec_mod.ExecError as e:
         raise _fail(e) from None
-    sys.exit(code)
 
 
 @main.command()

@@ -130,22 +130,7 @@ def _list(value: str) -> list[str]:
 
 def parse(text: str, path: str = "<config>", quick: bool = True) -> Config:
     """Parse a wg-quick file (quick=True) or a `wg setconf` file (quick=False)."""
-    iface = InterfaceConfig()
-    peers: list[PeerConfig] = []
-    section: str | None = None
-    seen_interface = False
-    peer_fields: dict | None = None
-    peer_line = 0
-
-    def close_peer() -> None:
-        nonlocal peer_fields
-        if peer_fields is None:
-            return
-        if "public_key" not in peer_fields:
-            raise ConfigError(path, peer_line, "[Peer] section has no PublicKey")
-        peers.append(PeerConfig(line=peer_line, **peer_fields))
-        peer_fields = None
-
+    p = _Parser(path, quick)
     # Lines end at "\n" only, as for wg(8) and an editor: str.splitlines would also cut at
     # \x1c-\x1e, \x85 and \u2028 and number every later line wrong. A "\r" before the "\n"
     # (a file saved on Windows) goes with the surrounding whitespace.
@@ -154,76 +139,129 @@ def parse(text: str, path: str = "<config>", quick: bool = True) -> Config:
         if not line:
             continue
         if line.startswith("["):
-            name = line.strip("[]").strip().lower()
-            if not line.endswith("]") or name not in ("interface", "peer"):
-                raise ConfigError(path, lineno, f"unknown section '{line}'")
-            close_peer()
-            if name == "interface":
-                if seen_interface:
-                    raise ConfigError(path, lineno, "more than one [Interface] section")
-                seen_interface = True
-            else:
-                peer_fields, peer_line = {}, lineno
-            section = name
-            continue
+            p.header(line, lineno)
+        else:
+            p.assignment(line, lineno)
+    return p.finish()
+
+
+class _Parser:
+    """One pass over the lines: the section in force decides where a key goes."""
+
+    def __init__(self, path: str, quick: bool) -> None:
+        self.path, self.quick = path, quick
+        self.iface = InterfaceConfig()
+        self.peers: list[PeerConfig] = []
+        self.section: str | None = None
+        self.seen_interface = False
+        self.peer_fields: dict | None = None
+        self.peer_line = 0
+
+    def close_peer(self) -> None:
+        if self.peer_fields is None:
+            return
+        if "public_key" not in self.peer_fields:
+            raise ConfigError(self.path, self.peer_line, "[Peer] section has no PublicKey")
+        self.peers.append(PeerConfig(line=self.peer_line, **self.peer_fields))
+        self.peer_fields = None
+
+    def header(self, line: str, lineno: int) -> None:
+        name = line.strip("[]").strip().lower()
+        if not line.endswith("]") or name not in ("interface", "peer"):
+            raise ConfigError(self.path, lineno, f"unknown section '{line}'")
+        self.close_peer()
+        if name == "interface":
+            if self.seen_interface:
+                raise ConfigError(self.path, lineno, "more than one [Interface] section")
+            self.seen_interface = True
+        else:
+            self.peer_fields, self.peer_line = {}, lineno
+        self.section = name
+
+    def assignment(self, line: str, lineno: int) -> None:
         key, sep, value = line.partition("=")
         if not sep:
             # The line is not quoted back: it may be a key pasted without "PrivateKey =".
-            raise ConfigError(path, lineno, "expected 'Key = Value'")
+            raise ConfigError(self.path, lineno, "expected 'Key = Value'")
         key, value = key.strip(), value.strip()
         lk = key.lower()
-        if section is None:
-            raise ConfigError(path, lineno, f"'{key}' outside of any section")
+        if self.section is None:
+            raise ConfigError(self.path, lineno, f"'{key}' outside of any section")
         try:
-            if section == "interface":
-                if lk in QUICK_ONLY and not quick:
+            if self.section == "interface":
+                if lk in QUICK_ONLY and not self.quick:
                     raise ValueError(f"'{key}' is a wg-quick key, not valid in a wg setconf file")
-                _interface_key(iface, lk, key, value)
+                _interface_key(self.iface, lk, key, value)
             else:
-                assert peer_fields is not None
-                _peer_key(peer_fields, lk, key, value)
+                assert self.peer_fields is not None
+                _peer_key(self.peer_fields, lk, key, value)
         except ConfigError:
             raise
         except ValueError as e:
-            raise ConfigError(path, lineno, f"{key}: {e}") from None
-    close_peer()
-    if quick and not seen_interface:
-        raise ConfigError(path, None, "no [Interface] section")
-    keys = [p.public_key for p in peers]
-    for p in peers:
-        if keys.count(p.public_key) > 1:
-            raise ConfigError(path, p.line, "the same PublicKey appears in two [Peer] sections")
-    return Config(path=path, interface=iface, peers=peers)
+            raise ConfigError(self.path, lineno, f"{key}: {e}") from None
+
+    def finish(self) -> Config:
+        self.close_peer()
+        if self.quick and not self.seen_interface:
+            raise ConfigError(self.path, None, "no [Interface] section")
+        keys = [p.public_key for p in self.peers]
+        for p in self.peers:
+            if keys.count(p.public_key) > 1:
+                raise ConfigError(self.path, p.line, "the same PublicKey appears in two [Peer] sections")
+        return Config(path=self.path, interface=self.iface, peers=self.peers)
+
+
+def _fwmark(iface: InterfaceConfig, value: str) -> None:
+    mark = 0 if value == "off" else int(value, 0)
+    if not 0 <= mark <= 0xFFFFFFFF:  # as wg(8): a 32-bit mark
+        raise ValueError(f"'{value}' is neither 'off' nor 0-0xffffffff")
+    iface.fwmark = mark
+
+
+def _dns(iface: InterfaceConfig, value: str) -> None:
+    for v in _list(value):
+        try:
+            iface.dns_servers.append(ipaddress.ip_address(v))
+        except ValueError:
+            iface.dns_search.append(v)
+
+
+def _mtu(iface: InterfaceConfig, value: str) -> None:
+    if not value.isdigit() or not 576 <= int(value) <= 65535:
+        raise ValueError(f"'{value}' is not an MTU (576-65535)")
+    iface.mtu = int(value)
+
+
+def _save_config(iface: InterfaceConfig, value: str) -> None:
+    if value.lower() not in ("true", "false"):
+        raise ValueError("must be true or false")
+    iface.save_config = value.lower() == "true"
+
+
+def _private_key(iface: InterfaceConfig, value: str) -> None:
+    iface.private_key = _key(value)
+
+
+def _listen_port(iface: InterfaceConfig, value: str) -> None:
+    iface.listen_port = _port(value)
+
+
+def _address(iface: InterfaceConfig, value: str) -> None:
+    iface.addresses += [ipaddress.ip_interface(v) for v in _list(value)]
+
+
+def _table(iface: InterfaceConfig, value: str) -> None:
+    iface.table = value
+
+
+_INTERFACE_KEYS = {"privatekey": _private_key, "listenport": _listen_port, "fwmark": _fwmark,
+                   "address": _address, "dns": _dns, "mtu": _mtu, "table": _table,
+                   "saveconfig": _save_config}
 
 
 def _interface_key(iface: InterfaceConfig, lk: str, key: str, value: str) -> None:
-    if lk == "privatekey":
-        iface.private_key = _key(value)
-    elif lk == "listenport":
-        iface.listen_port = _port(value)
-    elif lk == "fwmark":
-        mark = 0 if value == "off" else int(value, 0)
-        if not 0 <= mark <= 0xFFFFFFFF:  # as wg(8): a 32-bit mark
-            raise ValueError(f"'{value}' is neither 'off' nor 0-0xffffffff")
-        iface.fwmark = mark
-    elif lk == "address":
-        iface.addresses += [ipaddress.ip_interface(v) for v in _list(value)]
-    elif lk == "dns":
-        for v in _list(value):
-            try:
-                iface.dns_servers.append(ipaddress.ip_address(v))
-            except ValueError:
-                iface.dns_search.append(v)
-    elif lk == "mtu":
-        if not value.isdigit() or not 576 <= int(value) <= 65535:
-            raise ValueError(f"'{value}' is not an MTU (576-65535)")
-        iface.mtu = int(value)
-    elif lk == "table":
-        iface.table = value
-    elif lk == "saveconfig":
-        if value.lower() not in ("true", "false"):
-            raise ValueError("must be true or false")
-        iface.save_config = value.lower() == "true"
+    if lk in _INTERFACE_KEYS:
+        _INTERFACE_KEYS[lk](iface, value)
     elif lk in HOOKS:
         iface.hooks[lk].append(value)
     else:

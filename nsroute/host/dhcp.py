@@ -22,6 +22,7 @@ from pathlib import Path
 
 from .. import fsmode
 from . import dns, netns, procs, selfcmd
+from .interfaces import FOREVER
 from .state import Proc
 
 ENV_RESOLV = "NSROUTE_DHCP_RESOLV"
@@ -70,8 +71,48 @@ def start(ifname: str, ns: str, resolv_path: str, hook: str, log: Path,
     return procs.record(p.pid, f"dhcp {ifname}", argv)
 
 
-def lease_commands(event: str, env: dict[str, str]) -> list[list[str]]:
-    """The `ip` commands for one udhcpc event (pure: tested without root)."""
+def wanted(snap: dict) -> bool:
+    """An uplink whose snapshot had a lease, or no IPv4 address at all, keeps a DHCP client."""
+    return bool(snap.get("dynamic") or snap.get("unconfigured"))
+
+
+def start_uplink(snap: dict, ns: str, store_dir: Path, stem: str) -> Proc | None:
+    """udhcpc for an uplink in `ns`, as its snapshot asks: `up` and the guard (when the
+    uplink comes back) start it the same way. None when no client is installed."""
+    name = snap["name"]
+    if snap.get("unconfigured") and not snap.get("up"):
+        netns.run(["ip", "-n", ns, "link", "set", "dev", name, "up"])
+    hook = store_dir / f"{stem}.dhcp-hook"
+    if not hook.exists():  # once per `up`: a running client may be reading it
+        write_hook(store_dir, hook.name)
+    return start(name, ns, str(Path("/etc/netns") / ns / "resolv.conf"), str(hook),
+                 store_dir / f"{stem}.dhcp-{name}.log", lease_ip(snap), default_metric(snap),
+                 bool(_defaults(snap)) or bool(snap.get("unconfigured")))
+
+
+def lease_ip(snap: dict) -> str | None:
+    """The leased IPv4 address to ask for again (udhcpc -r)."""
+    for a in snap["addresses"]:
+        if a.get("family") == "inet" and a.get("valid_life_time", FOREVER) != FOREVER:
+            return a["local"]
+    return None
+
+
+def _defaults(snap: dict) -> list[dict]:
+    return [r for r in snap["routes"].get("4", []) if r.get("dst") == "default" and not r.get("table")]
+
+
+def default_metric(snap: dict) -> int | None:
+    d = _defaults(snap)
+    return d[0].get("metric") if d else None
+
+
+def lease_commands(event: str, env: dict[str, str], subnet_route: bool = False) -> list[list[str]]:
+    """The `ip` commands for one udhcpc event (pure: tested without root).
+
+    `subnet_route`: the address is already there with `noprefixroute` (NetworkManager adds
+    it so), which `ip addr replace` keeps; then the kernel makes no subnet route, so add it.
+    """
     if event not in ("bound", "renew"):
         return []
     dev, ip = env["interface"], env.get("ip")
@@ -91,6 +132,12 @@ def lease_commands(event: str, env: dict[str, str]) -> list[list[str]]:
     if env.get("lease", "").isdigit():
         addr += ["valid_lft", env["lease"], "preferred_lft", env["lease"]]
     cmds.append(addr)
+    if subnet_route:
+        net = str(ipaddress.IPv4Interface(f"{ip}/{prefix}").network)
+        route = ["-4", "route", "replace", net, "dev", dev, "proto", "kernel", "scope", "link", "src", ip]
+        if env.get(ENV_METRIC):
+            route += ["metric", env[ENV_METRIC]]
+        cmds.append(route)
     routers = env.get("router", "").split()
     if routers and env.get(ENV_DEFAULT, "1") == "1":
         route = ["-4", "route", "replace", "default", "via", routers[0], "dev", dev, "proto", "dhcp"]
@@ -112,7 +159,8 @@ def hook(event: str, env: dict[str, str]) -> int:
     """udhcpc's script: apply a lease in this (physical) namespace; DNS to the physical file."""
     if event in ("bound", "renew"):
         old = _other_leases(env["interface"], env.get("ip", ""))
-        for args in lease_commands(event, env):
+        noprefix = _noprefixroute(env["interface"], env.get("ip", ""))
+        for args in lease_commands(event, env, subnet_route=noprefix):
             subprocess.run(["ip", *args], check=False)
         for cidr in old:
             subprocess.run(["ip", "addr", "del", cidr, "dev", env["interface"]], check=False)
@@ -123,17 +171,25 @@ def hook(event: str, env: dict[str, str]) -> int:
     return 0
 
 
-def _other_leases(dev: str, keep: str) -> list[str]:
-    """Leased (finite lifetime) IPv4 addresses on `dev` other than the new one."""
+def _addr_info(dev: str) -> list[dict]:
     import json
 
     p = subprocess.run(["ip", "-j", "-4", "addr", "show", "dev", dev], capture_output=True, text=True)
     try:
-        info = json.loads(p.stdout)[0]["addr_info"]
+        return json.loads(p.stdout)[0]["addr_info"]
     except (ValueError, IndexError, KeyError):
         return []
-    return [f"{a['local']}/{a['prefixlen']}" for a in info
+
+
+def _other_leases(dev: str, keep: str) -> list[str]:
+    """Leased (finite lifetime) IPv4 addresses on `dev` other than the new one."""
+    return [f"{a['local']}/{a['prefixlen']}" for a in _addr_info(dev)
             if a.get("dynamic") and a.get("local") != keep]
+
+
+def _noprefixroute(dev: str, ip: str) -> bool:
+    """`ip` is on `dev` already, flagged `noprefixroute` (a replace keeps the flag)."""
+    return any(a.get("local") == ip and a.get("noprefixroute") for a in _addr_info(dev))
 
 
 if __name__ == "__main__":

@@ -104,6 +104,7 @@ class Moved:
     index: int  # ifindex (netdev) or wiphy index
     time: float
     netdevs: list[str] = field(default_factory=list)  # a wiphy's netdevs when it moved
+    mac: str = ""  # its MAC (a wiphy's permanent one) before the move: how a former uplink is known
 
 
 @dataclass
@@ -114,6 +115,7 @@ class Record:
     started: float = 0.0
     moved: list[Moved] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    revived: list[dict] = field(default_factory=list)  # former uplinks set up again (revive.py)
 
     def save(self, path: Path) -> None:
         fsmode.replace_file(path, json.dumps(asdict(self), indent=1), 0o600)
@@ -125,7 +127,8 @@ class Record:
         except (OSError, ValueError):
             return cls()
         return cls(pid=raw.get("pid", 0), started=raw.get("started", 0.0),
-                   moved=[Moved(**m) for m in raw.get("moved", [])], errors=list(raw.get("errors", [])))
+                   moved=[Moved(**m) for m in raw.get("moved", [])], errors=list(raw.get("errors", [])),
+                   revived=list(raw.get("revived", [])))
 
 
 # ------------------------------------------------------------------ the watcher
@@ -160,12 +163,16 @@ class Guard:
 
     def __init__(self, physical: str, baseline_links: Iterable[int], baseline_phys: Iterable[int],
                  record_path: Path, log: Callable[[str], None] | None = None,
-                 watch: Callable[[], tuple[Proc | None, str | None]] | None = None) -> None:
-        """`watch`: when given, it names the engine process or kernel link to end with
+                 watch: Callable[[], tuple[Proc | None, str | None]] | None = None,
+                 revive: Callable[[Moved, list[dict]], list[dict]] | None = None) -> None:
+        """`revive`: given what just moved (and what was revived before), sets it up again
+        when it is a former uplink and returns what it did (see revive.py).
+        `watch`: when given, it names the engine process or kernel link to end with
         (TUNNEL_GONE), so that a supervisor watching the guard restarts both; it is asked
         again on SIGHUP, which `up` sends once it has (re)started the tunnel."""
         self.physical = physical
         self.watch = watch
+        self.revive = revive
         self.engine: Proc | None = None
         self.tunnel: str | None = None
         self.baseline_links = set(baseline_links)
@@ -194,6 +201,7 @@ class Guard:
             if phy not in self.baseline_phys:
                 self._move_wiphy(phy, wifi.phy_of(ifname) or f"phy#{phy}")
             return
+        mac = _read(Path("/sys/class/net", ifname, "address"))
         t = time.time()
         try:
             move_link(ifindex, self.physical)
@@ -205,10 +213,11 @@ class Guard:
         # udev may have renamed it between the announcement and the move; the kernel keeps
         # the index across the move where it is free, so ask under which name it arrived.
         index, name = _arrived(ifindex, ifname, self.physical)
-        self._moved(Moved("netdev", name, index, t))
+        self._moved(Moved("netdev", name, index, t, mac=mac))
 
     def _move_wiphy(self, index: int, name: str) -> None:
         netdevs = wifi.interfaces_of(name)
+        mac = wifi.phy_mac(name)
         t = time.time()
         try:
             wifi.move_wiphy(index, None, self.physical)
@@ -217,13 +226,23 @@ class Guard:
                 return  # unplugged again
             self._error(str(e))
             return
-        self._moved(Moved("wiphy", name, index, t, netdevs))
+        self._moved(Moved("wiphy", name, index, t, netdevs, mac))
 
     def _moved(self, m: Moved) -> None:
         self.record.moved.append(m)
         self.record.save(self.record_path)
         extra = f" with {', '.join(m.netdevs)}" if m.netdevs else ""
         self.log(f"guard: moved {m.what} {m.name}{extra} to {self.physical}")
+        if self.revive is None:
+            return
+        try:  # a former uplink: set up again as `up` did
+            done = self.revive(m, self.record.revived)
+        except Exception as e:  # the move stands; what failed is told, the guard goes on
+            self._error(f"cannot set up {m.name} again: {e!r}")
+            return
+        if done:
+            self.record.revived += done
+            self.record.save(self.record_path)
 
     def _error(self, msg: str) -> None:
         self.record.errors.append(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {msg}")
@@ -261,19 +280,23 @@ class Guard:
                 if rtnl in readable and self._on_links(rtnl.recv(1 << 16)):
                     self.log(f"guard: the tunnel {self.tunnel} is gone; ending too")
                     return TUNNEL_GONE
-                if ctrl in readable:
-                    ctrl.recv(1 << 16)
-                    if self._nl80211 is None and self._subscribe_nl80211():
-                        self.sweep()
-                if self._nl80211 is not None and self._nl80211 in readable:
-                    self._nl80211.recv(1 << 16)
-                    self.sweep()
+                self._on_wireless(readable, ctrl)
         finally:
             for s in (rtnl, ctrl, self._nl80211):
                 if s is not None:
                     s.close()
             if engine_fd is not None:
                 os.close(engine_fd)
+
+    def _on_wireless(self, readable: list, ctrl: socket.socket) -> None:
+        """cfg80211 loaded (the controller announces nl80211), or a wiphy came: sweep."""
+        if ctrl in readable:
+            ctrl.recv(1 << 16)
+            if self._nl80211 is None and self._subscribe_nl80211():
+                self.sweep()
+        if self._nl80211 is not None and self._nl80211 in readable:
+            self._nl80211.recv(1 << 16)
+            self.sweep()
 
     def _rewatch(self, old_fd: int | None) -> int | None:
         """Learn (again) what to end with; a pidfd of the engine (readable once it ends)."""
@@ -314,6 +337,13 @@ class Guard:
             elif name == self.tunnel:
                 gone = True
         return gone
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return ""
 
 
 def link_events(data: bytes) -> list[tuple[int, int, str]]:

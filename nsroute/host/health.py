@@ -70,7 +70,8 @@ def uplink_findings(iface: dict[str, Any]) -> list[Finding]:
     if iface.get("carrier") is False:
         return [_f("uplink-no-carrier", f"uplink {name} has no carrier (cable or radio link down)", name)]
     if not iface.get("global_addresses"):
-        return [_f("uplink-no-address", f"uplink {name} has no address", name)]
+        why = ": no DHCP lease yet (its DHCP client keeps asking)" if iface.get("dhcp_pid") else ""
+        return [_f("uplink-no-address", f"uplink {name} has no address{why}", name)]
     return []
 
 
@@ -111,6 +112,12 @@ def guard_problems(info: dict[str, Any]) -> list[Finding]:
     if not g["block"]:
         out.append(_f("block-missing", "the hot-plug block table (nft inet nsroute_guard) is not loaded"))
     return out
+
+
+def traffic_problems(info: dict[str, Any]) -> list[Finding]:
+    """The problems that stop the tunnel from carrying anything: what `up` waits to see
+    gone (ready.py). Leaks and a missing guard are not waited for: time does not mend them."""
+    return tunnel_problems(info) + physical_findings(info)[0]
 
 
 def assess(info: dict[str, Any]) -> tuple[list[Finding], list[Finding]]:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .. import fsmode
-from . import guard, netns, procs, selfcmd, wifi
+from . import guard, netns, procs, revive, selfcmd, wifi
 from .errors import HostError
 from .state import Proc
 
@@ -24,12 +24,17 @@ from .state import Proc
 def hand_back(record_path: Path, physical: str, warn: Callable[[str], None]) -> None:
     """`down`: every device the guard moved, still in `physical`, goes back to where we run."""
     rec = guard.Record.load(record_path)
+    for p in revive.revived_processes(rec.revived):  # DHCP and wpa_supplicant the guard restarted
+        procs.stop(p)
+    revived = {(r["what"], r["index"]) for r in rec.revived}
     try:
         there = guard.links_in(physical)
     except Exception as e:
         warn(f"cannot list the links of {physical}: {e}")
         there = {}
     for m in rec.moved:
+        if (m.what, m.index) in revived:
+            continue  # a former uplink, under its own name: `down` brings it back with the others
         try:
             if m.what == "wiphy":
                 wifi.move_wiphy(m.index, physical, None)
@@ -99,6 +104,14 @@ def serve(physical: str, baseline_: dict[str, list[int]], store_dir: Path, stem:
     """The body of `nsroute guard`."""
     g = guard.Guard(physical, baseline_.get("links", []), baseline_.get("phys", []),
                     record_path(store_dir, stem), watch=watch)
+    r = revive.Reviver(physical, store_dir, stem, g.log)
+
+    def again(m: guard.Moved, earlier: list[dict]) -> list[dict]:
+        if m.what == "wiphy":
+            return r.wiphy(m.index, m.mac, earlier)
+        return r.netdev(m.index, m.name, m.mac, earlier)
+
+    g.revive = again
     return g.run()
 
 

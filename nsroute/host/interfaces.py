@@ -9,6 +9,7 @@ are plain data (`ip -j` output and `ip` argument lists) so they are tested witho
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import time
@@ -51,6 +52,7 @@ def snapshot(name: str, ns: str | None = None, now: float | None = None) -> dict
         "mtu": link.get("mtu"),
         "up": "UP" in link.get("flags", []),
         "address": link.get("address"),
+        "permaddr": link.get("permaddr", ""),  # shown by `ip` when the MAC was changed
         "kind": (link.get("linkinfo") or {}).get("info_kind", ""),
         "addresses": addrs[0].get("addr_info", []) if addrs else [],
         "routes": routes,
@@ -82,6 +84,9 @@ def address_args(a: dict[str, Any], dev: str, elapsed: float = 0.0) -> list[str]
         return None
     if fam == "inet6" and a.get("scope") == "link" and a.get("local", "").startswith("fe80:"):
         return None
+    lifetimes = _lifetimes(a, elapsed)
+    if lifetimes is None:
+        return None
     args = ["addr", "add", f"{a['local']}/{a['prefixlen']}"]
     if a.get("address"):
         args += ["peer", f"{a['address']}/{a['prefixlen']}"]
@@ -92,15 +97,7 @@ def address_args(a: dict[str, Any], dev: str, elapsed: float = 0.0) -> list[str]
     args += ["dev", dev]
     if fam == "inet" and a.get("label") and a["label"] != dev:
         args += ["label", a["label"]]
-    valid, pref = a.get("valid_life_time", FOREVER), a.get("preferred_life_time", FOREVER)
-    if valid != FOREVER:
-        valid = int(valid - elapsed)
-        if valid <= 0:
-            return None
-        pref = max(0, min(valid, int(pref - elapsed))) if pref != FOREVER else valid
-        args += ["valid_lft", str(valid), "preferred_lft", str(pref)]
-    elif pref != FOREVER:
-        args += ["valid_lft", "forever", "preferred_lft", str(max(0, int(pref - elapsed)))]
+    args += lifetimes
     for flag in ADDR_FLAGS:
         if a.get(flag) and not (flag == "nodad" and fam == "inet"):
             args.append(flag)
@@ -109,9 +106,31 @@ def address_args(a: dict[str, Any], dev: str, elapsed: float = 0.0) -> list[str]
     return args
 
 
-def route_args(r: dict[str, Any], family: str, dev: str) -> list[str] | None:
-    """`ip route add` arguments recreating one route through `dev`; None if the kernel makes it."""
-    if r.get("protocol") in SKIP_PROTOCOLS or r.get("table") == "local":
+def _lifetimes(a: dict[str, Any], elapsed: float) -> list[str] | None:
+    """What is left of an address's lifetimes after `elapsed`; None once it has expired."""
+    valid, pref = a.get("valid_life_time", FOREVER), a.get("preferred_life_time", FOREVER)
+    if valid != FOREVER:
+        valid = int(valid - elapsed)
+        if valid <= 0:
+            return None
+        pref = max(0, min(valid, int(pref - elapsed))) if pref != FOREVER else valid
+        return ["valid_lft", str(valid), "preferred_lft", str(pref)]
+    if pref != FOREVER:
+        return ["valid_lft", "forever", "preferred_lft", str(max(0, int(pref - elapsed)))]
+    return []
+
+
+def route_args(r: dict[str, Any], family: str, dev: str,
+               unmade: frozenset[str] = frozenset()) -> list[str] | None:
+    """`ip route add` arguments recreating one route through `dev`; None if the kernel makes it.
+
+    `unmade`: subnets of `noprefixroute` addresses. Their `proto kernel` route was made by
+    whoever added the address (NetworkManager does), not by the kernel, so it is replayed:
+    without it the subnet has no connected route and its gateway is "invalid".
+    """
+    if r.get("table") == "local":
+        return None
+    if r.get("protocol") in SKIP_PROTOCOLS and not (r.get("protocol") == "kernel" and r.get("dst") in unmade):
         return None
     if r.get("type") not in (None, "unicast") or "nexthops" in r or "nhid" in r:
         return None
@@ -119,7 +138,12 @@ def route_args(r: dict[str, Any], family: str, dev: str) -> list[str] | None:
     if r.get("gateway"):
         via_fam = r.get("via", {}).get("family") if isinstance(r.get("via"), dict) else None
         args += ["via", *(["inet6"] if via_fam == "inet6" and family == "4" else []), r["gateway"]]
-    args += ["dev", dev]
+    return [*args, "dev", dev, *_route_options(r, family)]
+
+
+def _route_options(r: dict[str, Any], family: str) -> list[str]:
+    """Everything after `dev`: protocol, scope, metric, table, source, flags, metrics."""
+    args: list[str] = []
     if r.get("protocol") and r["protocol"] != "boot":
         args += ["proto", str(r["protocol"])]
     if r.get("scope"):
@@ -157,12 +181,26 @@ def restore_plan(snap: dict[str, Any], now: float, addresses: list[dict[str, Any
         args = address_args(a, dev, elapsed)
         if args:
             plan.append(args)
+    unmade = noprefix_subnets(snap["addresses"] if addresses is None else addresses)
     for fam in ("4", "6"):
-        for r in snap["routes"].get(fam, []):
-            args = route_args(r, fam, dev)
+        # on-link routes first: a gateway must be reachable when its route is added
+        for r in sorted(snap["routes"].get(fam, []), key=lambda r: bool(r.get("gateway"))):
+            args = route_args(r, fam, dev, unmade)
             if args:
                 plan.append(args)
     return plan
+
+
+def noprefix_subnets(addresses: list[dict[str, Any]]) -> frozenset[str]:
+    """The subnets ("192.168.70.0/24") of addresses added with `noprefixroute`."""
+    out = set()
+    for a in addresses:
+        if a.get("noprefixroute") and a.get("local") and a.get("prefixlen") is not None:
+            try:
+                out.add(str(ipaddress.ip_interface(f"{a['local']}/{a['prefixlen']}").network))
+            except ValueError:
+                continue
+    return frozenset(out)
 
 
 def apply_plan(plan: list[list[str]], ns: str | None) -> list[str]:

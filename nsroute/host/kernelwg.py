@@ -144,6 +144,21 @@ def configure(ifname: str, ns: str | None, spec: dict[str, Any]) -> None:
         raise HostError(f"cannot configure WireGuard interface {ifname} over netlink: {e}") from None
 
 
+def set_keepalive(ifname: str, ns: str | None, public_key: bytes, seconds: int) -> None:
+    """One peer's persistent keepalive (0: off); turning it on sends a keepalive at once."""
+    try:
+        with netns.entered(ns):
+            wg = _wireguard_socket()
+            try:
+                wg.set(ifname, peer={"public_key": _b64(public_key), "persistent_keepalive": seconds})
+            finally:
+                wg.close()
+    except HostError:
+        raise
+    except Exception as e:
+        raise HostError(f"cannot set the keepalive of a peer of {ifname} over netlink: {e}") from None
+
+
 def move(ifname: str, src: str | None, dst: str | None) -> None:
     """Move the link from `src` to `dst` (any namespace reference: None, name or path)."""
     from pyroute2 import IPRoute

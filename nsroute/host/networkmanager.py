@@ -5,8 +5,12 @@ away NetworkManager tears its connection down, and when `down` brings it back
 NetworkManager may fight the restore (or, with a profile remembered per ifindex in
 /run/NetworkManager, leave it unmanaged for good). So `up` marks the devices unmanaged
 (`nmcli device set IF managed no`) before moving them, and `down` hands back exactly the
-ones it took (`managed yes`). Best-effort: without NetworkManager there is nothing to do;
-when nmcli is missing or refuses, one clear warning and nsroute carries on.
+ones it took (`managed yes`). Best-effort: without NetworkManager there is nothing to do
+(and nothing is said: nmcli installed without the daemon running is common); when nmcli is
+missing or refuses, one clear warning and nsroute carries on.
+
+This is the fallback. Where systemd runs NetworkManager, `up` moves NetworkManager itself
+into the physical namespace instead (nmphysical.py), so the uplinks stay connected.
 """
 
 from __future__ import annotations
@@ -107,12 +111,11 @@ def release(ifnames: Sequence[str], warn: Warn = _stderr) -> list[str]:
     Returns the devices this changed (managed before, unmanaged now); keep that list in
     the state and pass it to `restore`, so a device the user had unmanaged stays so.
     """
-    if not ifnames:
+    if not ifnames or not _daemon_running():
         return []
     if shutil.which(NMCLI) is None:
-        if _daemon_running():
-            warn(f"NetworkManager is running but nmcli is missing: it still manages {', '.join(ifnames)} "
-                 "and may fight nsroute over them (install nmcli, or mark them unmanaged)")
+        warn(f"NetworkManager is running but nmcli is missing: it still manages {', '.join(ifnames)} "
+             "and may fight nsroute over them (install nmcli, or mark them unmanaged)")
         return []
     states = _device_states()
     if isinstance(states, str):
@@ -127,10 +130,21 @@ def release(ifnames: Sequence[str], warn: Warn = _stderr) -> list[str]:
     return [n for n in wanted if n not in bad]
 
 
+def managed(ifnames: Sequence[str]) -> list[str]:
+    """The devices among `ifnames` that NetworkManager manages (it configures them itself).
+
+    When nmcli cannot tell, all of them: better no DHCP client of ours than two on one device.
+    """
+    states = _device_states() if shutil.which(NMCLI) else "nmcli is missing"
+    if isinstance(states, str):
+        return list(ifnames)
+    return [n for n in ifnames if states.get(n, "unmanaged") != "unmanaged"]
+
+
 def restore(ifnames: Sequence[str], warn: Warn = _stderr) -> None:
     """After the devices are home again: hand back to NetworkManager the ones `release` took."""
-    if not ifnames:
-        return
+    if not ifnames or not _daemon_running():
+        return  # not running: its runtime flags died with it
     if shutil.which(NMCLI) is None:
         warn(f"nmcli is missing: give {', '.join(ifnames)} back to NetworkManager with "
              "`nmcli device set IF managed yes`")

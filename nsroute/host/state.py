@@ -53,6 +53,7 @@ class State:
     into: str | None = None
     version: int = VERSION
     steps: list[str] = field(default_factory=list)
+    doing: str | None = None  # the step begun and not yet done ("" none; None: an older state file)
     netns_created: bool = False
     etc_netns_created: bool = False
     snapshot_time: float = 0.0
@@ -62,6 +63,8 @@ class State:
     wpa: list[Proc] = field(default_factory=list)
     wpa_original: list[list[str]] = field(default_factory=list)
     nm_released: list[str] = field(default_factory=list)  # devices NetworkManager gave up to us
+    nm_physical: bool = False  # NetworkManager (under systemd) moved into the physical namespace
+    nm_managed: list[str] = field(default_factory=list)  # devices it configures there (no DHCP of ours)
     backend: str = "userspace"  # "userspace" (engine process) or "kernel" (wireguard link)
     kernel_link: str = ""  # kernel backend: "" none made, "created" (not yet moved), "moved"
     engine: Proc | None = None
@@ -78,6 +81,12 @@ class State:
 
     def done(self, step: str) -> bool:
         return step in self.steps
+
+    def etc_netns(self) -> Path | None:
+        """/etc/netns/NAME of the namespace `up` gives files to (`physical`, or a named
+        container); None for a container given by path, which `ip netns exec` never binds."""
+        name = self.physical if self.mode == "host" else self.into
+        return Path("/etc/netns") / name if name and "/" not in name else None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)

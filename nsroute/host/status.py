@@ -7,7 +7,7 @@ import json
 import time
 from typing import Any
 
-from . import block, health, inventory, kernelwg, netns, procs, wifi
+from . import block, health, inventory, kernelwg, netns, procs, revive, wifi
 from .errors import HostError
 from .guard import Record
 from .state import State
@@ -92,20 +92,25 @@ def _guard(st: State, record: Record | None) -> dict[str, Any] | None:
             "block": block.present(None),
             "moved": [{"what": m.what, "name": m.name, "index": m.index, "netdevs": m.netdevs, "time": m.time}
                       for m in rec.moved],
+            "revived": [{k: r.get(k) for k in ("name", "arrived_as", "what", "time", "failures")}
+                        | {"pids": [p["pid"] for p in r.get("procs", [])]} for r in rec.revived],
             "errors": rec.errors}
 
 
-def gather(st: State, now: float | None = None, guard: Record | None = None) -> dict[str, Any]:
-    """Everything `status` shows, as plain data."""
+def gather(st: State, now: float | None = None, guard: Record | None = None, full: bool = True) -> dict[str, Any]:
+    """Everything `status` shows, as plain data; `full=False` leaves out the guard and the
+    devices next to the tunnel (what `up` polls while it waits does not need them)."""
     now = time.time() if now is None else now
     tun_ns = st.into if st.mode == "into" else None
     ifaces = []
     there = st.mode == "host" and netns.exists(st.physical)
+    # a former uplink the guard set up again has its DHCP client in the guard's record
+    dhcp_procs = [*st.dhcp, *revive.revived_processes(guard.revived if guard else [])]
     if st.mode == "host":
         for snap in st.interfaces:
             name = snap["name"]
             up = _uplink(st.physical, name) if there else _uplink_missing()
-            dhcp = [p.pid for p in st.dhcp if p.what == f"dhcp {name}" and procs.alive(p)]
+            dhcp = [p.pid for p in dhcp_procs if p.what == f"dhcp {name}" and procs.alive(p)]
             wireless = any(name in w["ifaces"] for w in st.wiphys)
             ifaces.append({"name": name, **up, "dhcp_pid": dhcp[0] if dhcp else None, "wireless": wireless,
                            "associated": _associated(st.physical, name)
@@ -146,12 +151,12 @@ def gather(st: State, now: float | None = None, guard: Record | None = None) -> 
                    "answering": dev is not None},
         "dns": {"file": st.resolv_path or None, "managed": bool(st.resolv_path),
                 "resolved_link": st.resolved_link or None},
-        "dhcp_clients": [p.pid for p in st.dhcp if procs.alive(p)],
-        "guard": _guard(st, guard),
+        "dhcp_clients": [p.pid for p in dhcp_procs if procs.alive(p)],
+        "guard": _guard(st, guard) if full else None,
         "peers": peers,
         "physical_present": there if st.mode == "host" else None,
         "physical_default_routes": _default_routes(st.physical) if there else None,
-        "protected_links": _protected_links(tun_ns, st.ifname),
+        "protected_links": _protected_links(tun_ns, st.ifname) if full else None,
         "steps": st.steps,
     }
     info["problems"], info["warnings"] = health.assess(info)
@@ -222,6 +227,10 @@ def render(info: dict[str, Any]) -> str:
             when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(m["time"]))
             extra = f" ({', '.join(m['netdevs'])})" if m["netdevs"] else ""
             lines.append(f"  moved {m['what']} {m['name']}{extra} at {when}")
+        for r in g["revived"]:
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["time"]))
+            lines.append(f"  {r['name']} came back (as {r['arrived_as']}) at {when}: set up again"
+                         + "".join(f"; {f}" for f in r["failures"]))
         for e in g["errors"]:
             lines.append(f"  error: {e}")
     if info["dns"]["managed"]:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from . import netns, procs
 from .errors import HostError
+from .state import Proc
 
 
 def phy_of(ifname: str, sys_class_net: str = "/sys/class/net") -> str | None:
@@ -35,6 +36,35 @@ def interfaces_of(phy: str, sys_class_net: str = "/sys/class/net") -> list[str]:
         if phy_of(name, sys_class_net) == phy:
             out.append(name)
     return out
+
+
+def radios_in(ns: str) -> dict[str, tuple[int, str]]:
+    """Wireless netdevs of named namespace `ns`: name -> (wiphy index, wiphy MAC address).
+
+    Through `ip netns exec`, which mounts that namespace's own sysfs."""
+    script = ('for d in /sys/class/net/*/phy80211; do [ -e "$d" ] || continue; '
+              'n=${d%/phy80211}; echo "${n##*/} $(cat "$d/index") $(cat "$d/macaddress")"; done')
+    p = netns.run(["ip", "netns", "exec", ns, "sh", "-c", script], check=False)
+    out = {}
+    for line in p.stdout.splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[1].isdigit():
+            out[parts[0]] = (int(parts[1]), parts[2])
+    return out
+
+
+def index_now(ns: str, ifnames: list[str], recorded: int) -> int:
+    """The wiphy index behind `ifnames` in `ns` now: a radio that came back has a new one."""
+    radios = radios_in(ns)
+    return next((radios[n][0] for n in ifnames if n in radios), recorded)
+
+
+def phy_mac(phy: str) -> str:
+    """A wiphy's permanent MAC address ("" when unknown): how a radio that comes back is known."""
+    try:
+        return Path("/sys/class/ieee80211", phy, "macaddress").read_text().strip()
+    except OSError:
+        return ""
 
 
 def move_wiphy(index: int, src: str | None, dst: str | None) -> None:
@@ -97,6 +127,19 @@ def daemon_argv(argv: list[str], pidfile: str) -> list[str]:
             continue
         clean.append(a)
     return [*clean, "-B", "-P", pidfile]
+
+
+def start_daemon(argv: list[str], ns: str, pidfile: Path) -> Proc:
+    """wpa_supplicant with its original arguments, detached, inside `ns` (`up`, and the
+    guard when a radio comes back)."""
+    pidfile.unlink(missing_ok=True)
+    netns.run(["ip", "netns", "exec", ns, *daemon_argv(argv, str(pidfile))])
+    return procs.record(read_pidfile(pidfile), "wpa_supplicant", argv)
+
+
+def binds(argv: list[str], ifname: str) -> bool:
+    """Whether a wpa_supplicant command line serves `ifname` (-i NAME or -iNAME)."""
+    return ifname in _iface_args(argv)
 
 
 def restart_argv(argv: list[str]) -> list[str]:

@@ -41,7 +41,9 @@ def desktop_run(tmp_path_factory) -> GuestRun:
     selection = os.environ.get("NSROUTE_DESKTOP_TESTS", "tests/desktop/guest").split()
     guest = ("python3 -m pytest " + " ".join(selection) + " -p no:cacheprovider -v "
              "--junitxml $NSROUTE_DESKTOP_OUT/guest.xml -o junit_family=xunit2")
-    cmd = [sys.executable, str(RUN), "--image", image, "--deb", deb, "--rwdir", str(reports), "--",
+    # six scenarios under TCG: 15-25 min on a loaded 2-core machine (desktop-run's default is 15)
+    cmd = [sys.executable, str(RUN), "--image", image, "--deb", deb, "--timeout", "2400",
+           "--rwdir", str(reports), "--",
            "sh", "-c", guest]
     start = time.monotonic()
     p = subprocess.run(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

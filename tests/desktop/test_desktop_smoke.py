@@ -19,6 +19,8 @@ MUST_PASS = [
     "test_package::test_units_man_pages_and_completion",
     "test_resolved::test_resolved_gets_tunnel_dns_and_exec_asks_the_lan[userspace]",
     "test_resolved::test_resolved_gets_tunnel_dns_and_exec_asks_the_lan[kernel]",
+    "test_networkmanager::test_networkmanager_keeps_ethernet_and_wifi_connected[userspace]",
+    "test_networkmanager::test_networkmanager_keeps_ethernet_and_wifi_connected[kernel]",
 ]
 
 

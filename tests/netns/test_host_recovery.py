@@ -2,22 +2,47 @@
 
 from __future__ import annotations
 
+import json
 import os
+from pathlib import Path
 
 import pytest
 
+from nsroute import config as wgconfig
+from nsroute.host import plan
+from nsroute.host.state import Store, state_key
 from tests.netns.test_host_killswitch import BURST
 from tests.support.hosts import LeakGuard, Site
 
 pytestmark = pytest.mark.root
 
-STEPS = ["prepare", "netns", "etc-netns", "block", "guard", "moved:eth0", "moved:eth1", "restored:eth0", "restored:eth1",
-         "dhcp:eth1", "preup", "engine", "tunnel", "dns", "postup"]
+# The fields of a state file as the version before the step framework wrote it (no "doing").
+PREVIOUS_FIELDS = {
+    "mode", "physical", "config_path", "ifname", "into", "version", "steps", "netns_created",
+    "etc_netns_created", "snapshot_time", "interfaces", "wiphys", "dhcp", "wpa", "wpa_original",
+    "nm_released", "backend", "kernel_link", "engine", "guard_baseline", "guard_block", "guard",
+    "engine_config", "tunnel_addresses", "resolv_path", "resolv_saved", "resolved_link", "complete",
+}
 
 
 def _ok(p):
     assert p.returncode == 0, f"exit {p.returncode}\nstdout: {p.stdout}\nstderr: {p.stderr}"
     return p
+
+
+def _store(site) -> Store:
+    return Store(state_key(site.physical), Path(site.run_dir))
+
+
+def _planned_steps(site) -> list[str]:
+    """Every step `up` records on this site, taken from the plan: one whole `up`, read back."""
+    _ok(site.up())
+    st = _store(site).load()
+    names = plan.step_names(st, wgconfig.load(str(site.config)))
+    assert st.steps == names, "up recorded other steps than its plan"
+    assert {"moved:eth0", "moved:eth1", "dhcp:eth1", "engine", "dns"} <= set(names), names
+    _ok(site.down())
+    return names
 
 
 def _one_line_failure(p, *words):
@@ -35,10 +60,12 @@ def test_up_killed_at_each_step_then_down_restores(lab, tmp_path):
     before = site.picture()
     guard = LeakGuard(site)  # nothing but WireGuard leaves the laptop, whatever the step
     lab.defer(guard.stop)
-    for step in STEPS:
+    steps = _planned_steps(site)
+    assert site.picture() == before
+    for step in steps:
         p = site.up(env={"NSROUTE_FAULT_AFTER_STEP": step})
         assert p.returncode != 0, f"up was not killed at {step}"
-        if STEPS.index(step) >= STEPS.index("moved:eth1"):  # no uplink left in the laptop's namespace
+        if steps.index(step) >= steps.index("moved:eth1"):  # no uplink left in the laptop's namespace
             site.laptop.exec("python3", "-c", BURST, timeout=60)
             guard.assert_clean(f"after a kill at {step}")
         if step == "netns":
@@ -49,6 +76,29 @@ def test_up_killed_at_each_step_then_down_restores(lab, tmp_path):
         assert not os.path.exists(f"/etc/netns/{site.physical}"), step
         assert site.laptop.pids() == [], f"processes left after a kill at {step}"
     guard.assert_clean()
+
+
+@pytest.mark.parametrize("step", ["moved:eth1", "complete"])
+def test_down_reads_a_state_file_of_the_previous_version(lab, tmp_path, step):
+    """A deployment brought up (or killed half-way) by the version before the step
+    framework: its state file has no "doing"; `down` still restores everything."""
+    site = Site(lab, tmp_path)
+    before = site.picture()
+    p = site.up(env={"NSROUTE_FAULT_AFTER_STEP": step})
+    assert p.returncode != 0, f"up was not killed at {step}"
+    path = _store(site).path
+    raw = json.loads(path.read_text())
+    newer = set(raw) - PREVIOUS_FIELDS  # fields this version added; the previous one wrote none
+    assert newer == {"doing", "nm_managed", "nm_physical"} and raw["version"] == 1, newer
+    for k in newer:
+        del raw[k]
+    path.write_text(json.dumps(raw, indent=2, sort_keys=True))
+    _ok(site.down())
+    assert site.picture() == before
+    assert not os.path.exists(f"/run/netns/{site.physical}")
+    assert not os.path.exists(f"/etc/netns/{site.physical}")
+    assert site.laptop.pids() == []
+    assert not path.exists()
 
 
 def test_bad_input_changes_nothing(lab, tmp_path):

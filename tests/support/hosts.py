@@ -119,7 +119,7 @@ class Site:
         env = dict(os.environ, NSROUTE_DHCP_RESOLV=str(self.tmp / "laptop-dhcp-resolv"),
                    NSROUTE_DHCP_METRIC="200")
         self.laptop.exec("busybox", "udhcpc", "-q", "-f", "-n", "-i", "eth1", "-s", hook, "-t", "5", "-T", "1",
-                         env=env, timeout=30)
+                         env=env, timeout=120)  # the hook starts Python: slow under TCG on a loaded host
 
     def _server(self, impl: str) -> None:
         S = self.server

@@ -31,6 +31,7 @@ def fake(tmp_path, monkeypatch):
     log.write_text("")
     monkeypatch.setenv("PATH", f"{bin_}:{os.environ['PATH']}")
     monkeypatch.setenv("NMCLI_LOG", str(log))
+    monkeypatch.setattr(nm, "_daemon_running", lambda: True)
     return log
 
 
@@ -63,6 +64,24 @@ def test_nothing_when_networkmanager_is_not_running(fake, monkeypatch):
     assert _calls(fake) == [] and warnings == []
 
 
+def test_silent_when_nmcli_is_installed_but_the_daemon_is_not_running(tmp_path, monkeypatch):
+    """The issue's report: nmcli present, no NetworkManager process, nmcli fails to connect."""
+    bin_ = tmp_path / "bin"
+    bin_.mkdir()
+    (bin_ / "nmcli").write_text("#!/bin/sh\necho 'Error: Could not create NMClient object: "
+                                "Could not connect: No such file or directory.' >&2\nexit 1\n")
+    (bin_ / "nmcli").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_}:{os.environ['PATH']}")
+    monkeypatch.setattr(nm, "_daemon_running", lambda: False)
+    warnings: list[str] = []
+    assert nm.release(["up0"], warn=warnings.append) == []
+    nm.restore(["up0"], warn=warnings.append)
+    assert warnings == []
+    monkeypatch.setattr(nm, "_daemon_running", lambda: True)  # running but unreachable: say so
+    nm.release(["up0"], warn=warnings.append)
+    assert len(warnings) == 1 and "NMClient" in warnings[0]
+
+
 def test_missing_nmcli(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))
     warnings: list[str] = []
@@ -84,3 +103,17 @@ def test_nothing_to_do_without_interfaces(fake):
 
 def test_terse_split_unescapes():
     assert nm._split_terse(r"a\:b:c\\d:") == ["a:b", "c\\d", ""]
+
+
+def test_networkmanager_in_physical_keeps_its_hands_off_dns_and_unmanaged_devices():
+    from nsroute.host import nmphysical
+
+    conf = nmphysical.nm_conf(["eth1", "wl:x"])
+    lines = conf.splitlines()
+    # no DNS push: not by ifindex to resolved (other links there), not into /etc/resolv.conf
+    assert {"dns=none", "rc-manager=unmanaged", "systemd-resolved=false"} <= set(lines)
+    assert "unmanaged-devices=interface-name:eth1;interface-name:wl:x" in lines
+    assert "unmanaged-devices" not in nmphysical.nm_conf([])
+    unit = nmphysical.dropin_text("physical", "/run/nsroute/physical.sysfs").splitlines()
+    assert "NetworkNamespacePath=/run/netns/physical" in unit
+    assert "BindReadOnlyPaths=/run/nsroute/physical.sysfs:/sys" in unit

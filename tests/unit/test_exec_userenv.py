@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import pwd
 import signal
+import subprocess
+import sys
 
 import pytest
 
@@ -63,12 +65,6 @@ def test_runtime_dir_filled_in_when_sudo_dropped_it(tmp_path, monkeypatch):
     assert "XDG_RUNTIME_DIR" not in userenv.environment({}, userenv.Target("root", 0, 0, "/root"), "phys")
 
 
-def test_exit_code_like_a_shell():
-    assert exec_mod.exit_code(7 << 8) == 7
-    assert exec_mod.exit_code(signal.SIGKILL) == 137
-    assert exec_mod.exit_code(signal.SIGTERM) == 143
-
-
 def test_forwarded_signals():
     assert {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2,
             signal.SIGWINCH} == set(exec_mod.FORWARDED)
@@ -85,3 +81,39 @@ def test_refuses_when_not_up(tmp_path, monkeypatch):
 def test_empty_command():
     with pytest.raises(exec_mod.ExecError, match="no command"):
         exec_mod.run([], physical="physical")
+
+
+def _exec_in_child(code: str, ignore: tuple[int, ...] = ()) -> subprocess.CompletedProcess:
+    """Run exec's last steps in a fresh Python (it replaces the process), some signals ignored
+    by its parent as nohup or a non-interactive shell's `&` would."""
+    def preexec() -> None:
+        for sig in ignore:
+            signal.signal(sig, signal.SIG_IGN)
+    prog = f"import os\nfrom nsroute import exec as x\nx._signals_as_cmd_gets_them()\n{code}"
+    return subprocess.run([sys.executable, "-c", prog], capture_output=True, text=True, timeout=30,
+                          preexec_fn=preexec)
+
+
+def _ignored(status: str) -> set[int]:
+    mask = int(next(ln.split()[1] for ln in status.splitlines() if ln.startswith("SigIgn:")), 16)
+    return {n for n in range(1, 65) if mask & (1 << (n - 1))}
+
+
+def test_cmd_gets_the_callers_signal_dispositions_not_pythons():
+    p = _exec_in_child("x._exec(['cat', '/proc/self/status'], os.environ)", ignore=(signal.SIGHUP,))
+    assert p.returncode == 0, p.stderr
+    ignored = _ignored(p.stdout)
+    assert signal.SIGHUP in ignored  # inherited ignored: stays ignored in CMD
+    assert not ignored & {signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT}  # Python's own: gone
+
+
+def test_a_signal_during_set_up_acts_as_on_cmd():
+    """Ctrl-C before the exec ends the process by SIGINT (a shell shows 130), no traceback."""
+    p = _exec_in_child("os.kill(os.getpid(), 2)\nimport time\ntime.sleep(5)")
+    assert p.returncode == -signal.SIGINT and p.stderr == ""
+
+
+def test_missing_command_is_one_line():
+    p = _exec_in_child("try:\n    x._exec(['nsr-no-such-command'], os.environ)\n"
+                       "except x.ExecError as e:\n    print(e)")
+    assert p.stdout == "nsr-no-such-command: command not found\n", p.stderr

@@ -216,3 +216,52 @@ def test_not_root_is_one_clear_error(monkeypatch):
     for call in (lambda: commands.up("wg0"), lambda: commands.down()):
         with pytest.raises(commands.HostError, match="must be run as root"):
             call()
+
+
+# NetworkManager's addressing: `noprefixroute` addresses with the subnet route as `proto kernel`
+NM_SNAP = {
+    "name": "wlan1", "mtu": 1500, "up": True, "time": 1000.0,
+    "addresses": [
+        {"family": "inet", "local": "192.168.70.106", "prefixlen": 24, "broadcast": "192.168.70.255",
+         "scope": "global", "dynamic": True, "noprefixroute": True, "label": "wlan1",
+         "valid_life_time": 3600, "preferred_life_time": 3600},
+        {"family": "inet", "local": "10.5.0.2", "prefixlen": 24, "scope": "global",
+         "valid_life_time": FOREVER, "preferred_life_time": FOREVER},
+    ],
+    "routes": {
+        "4": [
+            {"dst": "default", "gateway": "192.168.70.1", "protocol": "dhcp", "prefsrc": "192.168.70.106",
+             "metric": 600, "flags": []},
+            {"dst": "192.168.70.0/24", "protocol": "kernel", "scope": "link", "prefsrc": "192.168.70.106",
+             "metric": 600, "flags": []},
+            {"dst": "10.5.0.0/24", "protocol": "kernel", "scope": "link", "prefsrc": "10.5.0.2", "flags": []},
+        ],
+        "6": [],
+    },
+}
+
+
+def test_restore_plan_replays_the_subnet_route_of_a_noprefixroute_address():
+    plan = interfaces.restore_plan(NM_SNAP, now=1010.0)
+    routes = [p for p in plan if p[0] == "-4"]
+    # `ip route add default via GW` fails ("Nexthop has invalid gateway") unless the subnet
+    # route is there already: it comes first, whatever order the snapshot had
+    dsts = [r[3] for r in routes]
+    assert "192.168.70.0/24" in dsts, plan
+    assert dsts.index("192.168.70.0/24") < dsts.index("default"), dsts
+    subnet = routes[dsts.index("192.168.70.0/24")]
+    assert subnet[subnet.index("metric") + 1] == "600" and "src" in subnet
+    assert "10.5.0.0/24" not in dsts  # a plain address: the kernel makes that one again
+    assert "noprefixroute" in next(p for p in plan if p[0] == "addr" and "192.168.70.106/24" in p)
+
+
+def test_dhcp_hook_adds_the_subnet_route_where_the_address_has_noprefixroute():
+    env = {"interface": "wlan1", "ip": "192.168.70.106", "mask": "24", "router": "192.168.70.1",
+           "lease": "3600", dhcp.ENV_METRIC: "600"}
+    plain = dhcp.lease_commands("renew", env)
+    assert not any(c[:3] == ["-4", "route", "replace"] and c[3] != "default" for c in plain)
+    cmds = dhcp.lease_commands("renew", env, subnet_route=True)
+    subnet = [c for c in cmds if c[:4] == ["-4", "route", "replace", "192.168.70.0/24"]]
+    assert subnet == [["-4", "route", "replace", "192.168.70.0/24", "dev", "wlan1", "proto", "kernel",
+                       "scope", "link", "src", "192.168.70.106", "metric", "600"]]
+    assert cmds.index(subnet[0]) < next(i for i, c in enumerate(cmds) if "default" in c)

@@ -125,7 +125,7 @@ def _info(**over):
                    "latest_handshake": 1000.0, "latest_handshake_ago": 30.0, "rx_bytes": 1, "tx_bytes": 1,
                    "persistent_keepalive": 0}],
         "dns": {"file": None, "managed": False},
-        "guard": {"pid": 43, "running": True, "block": True, "moved": [], "errors": []},
+        "guard": {"pid": 43, "running": True, "block": True, "moved": [], "revived": [], "errors": []},
     }
     for k, v in over.items():
         info[k] = v

@@ -61,7 +61,7 @@ def _restarts_what_died(s: dict[str, list[str]]) -> None:
 
 def test_service_brings_the_host_up_and_down_and_restarts_what_died():
     s = _settings(SERVICE.read_text())
-    assert s["ExecStart"] == ["nsroute up %i --backend userspace"]
+    assert s["ExecStart"] == ["nsroute up %i --backend userspace --wait 0"]
     _restarts_what_died(s)
 
 
@@ -75,7 +75,7 @@ def test_service_is_ordered_before_any_network():
 
 def test_kernel_service_restarts_a_deleted_link_and_keeps_what_up_started():
     s = _settings(KERNEL_SERVICE.read_text())
-    assert s["ExecStart"] == ["nsroute up %i --backend kernel"]
+    assert s["ExecStart"] == ["nsroute up %i --backend kernel --wait 0"]
     _restarts_what_died(s)
     assert "nsroute@%i.service" in " ".join(s["Conflicts"]).split()
     ordering = ("DefaultDependencies", "After", "Wants", "Before", "WantedBy")

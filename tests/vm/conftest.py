@@ -51,8 +51,12 @@ def guest_run(tmp_path_factory) -> GuestRun:
     reports = tmp_path_factory.mktemp("vm-reports")
     junit = reports / "guest.xml"
     selection = os.environ.get("NSROUTE_VM_TESTS", "tests/vm/guest").split()
+    # every guest test in one boot: hot-plug, revive (USB NIC, radio), readiness, Wi-Fi, kernel
+    # backend -- more than vm-run's default 18 min under TCG on this 2-core machine
+    limit = os.environ.get("NSROUTE_VM_TIMEOUT", "3000")
     cmd = [
-        sys.executable, str(VM_RUN), "--venv", venv_for_vm(), "--rwdir", str(reports), "--",
+        sys.executable, str(VM_RUN), "--venv", venv_for_vm(), "--timeout", limit,
+        "--rwdir", str(reports), "--",
         "python", "-m", "pytest", *selection, "-p", "no:cacheprovider", "-v",
         "--junitxml", str(junit), "-o", "junit_family=xunit2",
     ]  # fmt: skip

@@ -12,7 +12,6 @@ that is not the WireGuard flow.
 from __future__ import annotations
 
 import os
-import re
 import secrets
 import subprocess
 import time
@@ -21,34 +20,19 @@ from pathlib import Path
 import pytest
 
 from .conftest import sh
+from .site import (
+    ENDPOINT,
+    client_config,
+    counter,
+    install_counters,
+    reset_counters,
+    wireguard_server,
+)
 
 NAME = "probe.nsroute.test"
 LAN_ANSWER = "192.168.77.77"
 TUNNEL_ANSWER = "10.99.0.77"
 UPLINK = "up0"
-ENDPOINT = "10.200.0.2"
-WG_PORT = 51820
-
-COUNTERS = f"""table inet nsrcount {{
-  counter dns {{}}
-  counter beyond {{}}
-  chain pre {{
-    type filter hook prerouting priority -300; policy accept;
-    iifname != "r-lan" return
-    meta l4proto {{ tcp, udp }} th dport 53 counter name dns return
-    ip daddr {ENDPOINT} udp dport {WG_PORT} return
-    meta l4proto 58 return
-    ip6 daddr ff00::/8 return
-    counter name beyond
-  }}
-}}
-"""
-
-
-def counter(ns: str, name: str) -> int:
-    out = sh("ip", "netns", "exec", ns, "nft", "list", "counter", "inet", "nsrcount", name).stdout
-    return int(re.search(r"packets (\d+)", out).group(1))
-
 
 def getent(*prefix: str) -> str:
     p = subprocess.run([*prefix, "getent", "hosts", NAME], capture_output=True, text=True, timeout=60)
@@ -100,30 +84,14 @@ def site(tmp_path):
         ns(server, "ip", "addr", "add", f"{ENDPOINT}/30", "dev", "s-wan")
         ns(server, "ip", "link", "set", "s-wan", "up")
         ns(server, "ip", "route", "add", "192.168.77.0/24", "via", "10.200.0.1")
-        # the VPN server: kernel WireGuard
-        sh("modprobe", "wireguard")
-        skey, ckey = sh("wg", "genkey").stdout.strip(), sh("wg", "genkey").stdout.strip()
-        spub = sh("sh", "-c", f"echo {skey} | wg pubkey").stdout.strip()
-        cpub = sh("sh", "-c", f"echo {ckey} | wg pubkey").stdout.strip()
-        keyfile = tmp_path / "server.key"
-        keyfile.write_text(skey + "\n")
-        ns(server, "ip", "link", "add", "wgs", "type", "wireguard")
-        ns(server, "wg", "set", "wgs", "private-key", str(keyfile), "listen-port", str(WG_PORT),
-           "peer", cpub, "allowed-ips", "10.99.0.2/32")
-        ns(server, "ip", "addr", "add", "10.99.0.1/24", "dev", "wgs")
-        ns(server, "ip", "link", "set", "wgs", "up")
+        spub, ckey = wireguard_server(server, tmp_path, "s-wan")
         dnsmasq(router, "192.168.77.1", LAN_ANSWER)
         dnsmasq(server, "10.99.0.1", TUNNEL_ANSWER)
-        subprocess.run(["ip", "netns", "exec", router, "nft", "-f", "-"], input=COUNTERS,
-                       text=True, check=True)
+        install_counters(router, ["r-lan"])
         # what a DHCP client (or NetworkManager) tells resolved for this uplink
         sh("resolvectl", "dns", UPLINK, "192.168.77.1")
         sh("resolvectl", "default-route", UPLINK, "yes")
-        conf = tmp_path / "wg0.conf"
-        conf.write_text(f"[Interface]\nPrivateKey = {ckey}\nAddress = 10.99.0.2/24\nDNS = 10.99.0.1\n\n"
-                        f"[Peer]\nPublicKey = {spub}\nEndpoint = {ENDPOINT}:{WG_PORT}\n"
-                        "AllowedIPs = 0.0.0.0/0\nPersistentKeepalive = 25\n")
-        conf.chmod(0o600)
+        conf = client_config(tmp_path / "wg0.conf", ckey, spub, dns="10.99.0.1")
         yield {"router": router, "server": server, "conf": conf, "tmp": tmp_path}
     finally:
         subprocess.run(["nsroute", "down", "--physical", "physical"], capture_output=True, timeout=120)
@@ -146,7 +114,7 @@ def test_resolved_gets_tunnel_dns_and_exec_asks_the_lan(site, backend):
     p = subprocess.run(["nsroute", "up", str(site["conf"]), "--interface", UPLINK,
                         "--backend", backend], capture_output=True, text=True, timeout=180)
     assert p.returncode == 0, p.stderr
-    sh("ip", "netns", "exec", router, "nft", "reset", "counters", "table", "inet", "nsrcount")
+    reset_counters(router)
 
     # the protected side: resolved asks the tunnel's server, for every name
     assert wait_answer(TUNNEL_ANSWER) == TUNNEL_ANSWER

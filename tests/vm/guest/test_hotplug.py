@@ -70,7 +70,9 @@ class Hwsim:
 
         class hwsimmsg(genlmsg):
             nla_map = tuple([(f"HWSIM_ATTR_{i}", "none") for i in range(17)]
-                            + [("HWSIM_ATTR_RADIO_NAME", "asciiz")])
+                            + [("HWSIM_ATTR_RADIO_NAME", "asciiz")]
+                            + [(f"HWSIM_ATTR_{i}", "none") for i in range(18, 22)]
+                            + [("HWSIM_ATTR_PERM_ADDR", "l2addr")])
 
         self.msg_class = hwsimmsg
         self.sock = GenericNetlinkSocket()
@@ -88,8 +90,9 @@ class Hwsim:
             if e.code < 0 or cmd != self.NEW:  # NEW_RADIO acks with the radio's number
                 raise
 
-    def new_radio(self) -> None:
-        self._request(self.NEW, [])
+    def new_radio(self, mac: str | None = None) -> None:
+        """A new radio; with `mac`, the same permanent address as a radio that went (a dongle re-plugged)."""
+        self._request(self.NEW, [("HWSIM_ATTR_PERM_ADDR", mac)] if mac else [])
 
     def close(self) -> None:
         self.sock.close()

@@ -12,6 +12,7 @@ import json
 import os
 
 from tests.netns.test_host_killswitch import BURST
+from tests.netns.test_host_ready import returns_at_handshake, unknown_key_exits_3
 from tests.support.hosts import BEHIND4, BEHIND6, VPN_NAME, Site, beyond_wireguard_nft
 from tests.support.netns import Netns
 
@@ -37,7 +38,7 @@ def test_kernel_backend_up_killswitch_resume_down(kernel_modules, lab, tmp_path)
     L, phys = site.laptop, Netns(site.physical)
     before = site.picture()
 
-    _ok(site.up("--backend", "kernel"))
+    _ok(site.up("--backend", "kernel", timeout=300))  # minutes under TCG on a busy host
     # the protected namespace has only lo and the kernel's WireGuard link
     assert sorted(L.links()) == sorted(["lo", site.tun])
     assert "wireguard" in L.ip("-d", "link", "show", "dev", site.tun).stdout
@@ -67,7 +68,7 @@ def test_kernel_backend_up_killswitch_resume_down(kernel_modules, lab, tmp_path)
     assert _counted(site) == base, "packets other than the WireGuard flow reached the router"
 
     # up again (auto keeps the recorded backend): recreated, nothing moved twice
-    _ok(site.up())
+    _ok(site.up(timeout=300))
     assert sorted(L.links()) == sorted(["lo", site.tun])
     assert "wireguard" in L.ip("-d", "link", "show", "dev", site.tun).stdout
     assert sorted(phys.links()) == ["eth0", "eth1", "lo"]
@@ -104,3 +105,13 @@ def test_kernel_backend_into_container_and_crash_before_move(kernel_modules, lab
     assert box.links() == ["lo"]
     assert site.picture() == before
     assert not os.listdir(site.run_dir)
+
+
+def test_kernel_backend_up_waits_for_the_handshake_and_kicks_a_silent_peer(kernel_modules, lab, tmp_path):
+    """Issue 17 item 3 with the kernel's link: no keepalive, IPv4 only, and the link sends
+    nothing on its own (no MLD): `up` starts the handshake and returns when it is done."""
+    returns_at_handshake(Site(lab, tmp_path, dhcp=False), "kernel", slack=30, wait=600)
+
+
+def test_kernel_backend_up_exits_3_when_the_server_does_not_know_us(kernel_modules, lab, tmp_path):
+    unknown_key_exits_3(Site(lab, tmp_path, dhcp=False), "kernel")
