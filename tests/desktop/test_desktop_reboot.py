@@ -47,9 +47,11 @@ def _boot(disk, reports, *cmd: str, deb: str | None = None) -> subprocess.Comple
 def _checks(backend: str, then: str | None) -> list[str]:
     tests = (f"NSROUTE_REBOOT_BACKEND={backend} python3 -m pytest tests/desktop/reboot -p no:cacheprovider -v "
              f"--junitxml $NSROUTE_DESKTOP_OUT/{backend}.xml -o junit_family=xunit2; rc=$?")
-    journal = (f"; {{ journalctl -b --no-pager -o short-monotonic -u '{UNITS[backend]}' -u {ROUTER_UNIT}; "
-               "ip -o link; ip netns list; ip -n physical -o addr; } "
-               f"> $NSROUTE_DESKTOP_OUT/{backend}.log 2>&1")
+    journal = (f"; {{ journalctl -b --no-pager -o short-monotonic -u '{UNITS[backend]}' -u {ROUTER_UNIT} "
+               "-u NetworkManager.service; ip -o link; ip netns list; ip -n physical -o addr; "
+               "ip -n physical route; nmcli device; nsroute status; "
+               "for f in /run/nsroute/*.dhcp-*.log; do echo \"== $f\"; cat \"$f\"; done; } "
+               f">> $NSROUTE_DESKTOP_OUT/{backend}.log 2>&1")  # after what a failing test wrote there
     switch = f"; python3 -m tests.desktop.reboot.lan prepare {then} || rc=3" if then else ""
     return ["sh", "-c", tests + journal + switch + "; exit $rc"]
 
@@ -78,6 +80,9 @@ def reboots(tmp_path_factory):
         p = _boot(disk, reports, *_checks(backend, then))
         log = reports / f"{backend}.log"
         out[backend] = (p, parse_junit(reports / f"{backend}.xml"), log.read_text() if log.exists() else "")
+        for line in out[backend][2].splitlines():
+            if line.startswith("timing:"):
+                sys.stderr.write(f"[desktop reboot] {line}\n")
     disk.unlink()
     return out
 

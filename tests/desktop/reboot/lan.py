@@ -5,7 +5,7 @@ The VM has two NICs on one QEMU hub (scripts/desktop-run --lan), told apart by t
 addresses: the laptop's Ethernet port and the router's. At boot, before nsroute's unit, a
 unit of this test moves the router's NIC into the namespace `lan` and makes it the router: dnsmasq for DHCP, a
 kernel WireGuard server on the router's address, and nftables counters on the router's
-port that sort every frame the laptop sends since its first one: DHCP, ARP, ICMPv6
+port that sort every frame the laptop sends since its first one: DHCP (v4, v6), ARP, ICMPv6
 (neighbour discovery, MLD), WireGuard to the server, and anything else (a leak).
 
     python3 -m tests.desktop.reboot.lan prepare userspace|kernel
@@ -43,7 +43,8 @@ CLIENT_TUNNEL_IP = "10.99.0.2"
 WG_PORT = 51820
 UNITS = {"userspace": "nsroute@wg0.service", "kernel": "nsroute-kernel@wg0.service"}
 ROUTER_UNIT = "nsroute-test-lan-router.service"
-COUNTERS = ("dhcp", "arp", "icmpv6", "wireguard", "other")
+COUNTERS = ("dhcp", "arp", "icmpv6", "wireguard", "other")  # dhcp: DHCPv4 and DHCPv6
+PROFILE = "lan-cable"  # the NetworkManager connection the laptop keeps for its uplink
 
 
 def nft_text() -> str:
@@ -57,6 +58,7 @@ def nft_text() -> str:
     type filter hook ingress device "{ROUTER_NIC}" priority -500; policy accept;
     ether type arp counter name c_arp accept
     udp sport 68 udp dport 67 counter name c_dhcp accept
+    udp sport 546 udp dport 547 counter name c_dhcp accept
     meta l4proto 58 counter name c_icmpv6 accept
     ip daddr {ROUTER_IP} udp dport {WG_PORT} counter name c_wireguard accept
     counter name c_other
@@ -153,6 +155,10 @@ def prepare(backend: str) -> None:
         _write(FIXTURE / "counters.nft", nft_text())
         _write(FIXTURE / "lan-router", router_script(), 0o755)
         _write(Path("/etc/systemd/system") / ROUTER_UNIT, router_unit())
+        # the desktop's saved profile for its Ethernet port, as its user made it (the image
+        # sets no-auto-default=*): DHCP, IPv6 as NetworkManager's default, connect by itself
+        sh("nmcli", "connection", "add", "type", "ethernet", "ifname", UPLINK, "con-name", PROFILE,
+           "connection.autoconnect", "yes", "ipv4.method", "auto")
     for unit in UNITS.values():
         _write(Path("/etc/systemd/system") / f"{unit}.d" / "uplink.conf", drop_in())
     sh("systemctl", "daemon-reload")
