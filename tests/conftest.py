@@ -11,7 +11,7 @@ from tests.support.netns import lab as _lab
 collect_ignore_glob = [] if os.environ.get("NSROUTE_VM") == "1" else ["vm/guest/*"]
 # Likewise the desktop tier's guest tests (scripts/desktop-run sets NSROUTE_DESKTOP=1).
 if os.environ.get("NSROUTE_DESKTOP") != "1":
-    collect_ignore_glob.append("desktop/guest/*")
+    collect_ignore_glob += ["desktop/guest/*", "desktop/reboot/*"]
 
 
 def pytest_collection_modifyitems(config, items):

@@ -7,8 +7,10 @@ the lease's address and routes land on the device inside the physical namespace,
 /etc/netns/NAME/resolv.conf, never in the protected side's /etc/resolv.conf. dhclient's
 stock script, by contrast, writes /etc/resolv.conf itself.
 
-The hook (`python -m nsroute.host.dhcp EVENT`, run by udhcpc) never flushes on `deconfig`:
-the restored lease stays usable until the server answers, so nothing drops during the move.
+The hook (udhcpc-hook beside this file, which runs `python -m nsroute.host.dhcp EVENT`)
+never flushes on `deconfig`: the restored lease stays usable until the server answers, so
+nothing drops during the move. It is shipped, not written at run time: /run, where state
+lives, is mounted noexec by Debian's initramfs.
 """
 
 from __future__ import annotations
@@ -21,13 +23,15 @@ import sys
 from pathlib import Path
 
 from .. import fsmode
-from . import dns, netns, procs, selfcmd
+from . import dns, netns, procs
 from .records import FOREVER
 from .state import Proc
 
 ENV_RESOLV = "NSROUTE_DHCP_RESOLV"
 ENV_METRIC = "NSROUTE_DHCP_METRIC"
 ENV_DEFAULT = "NSROUTE_DHCP_DEFAULT"
+ENV_PYTHON = "NSROUTE_DHCP_PYTHON"  # the interpreter udhcpc-hook runs this module on
+HOOK = Path(__file__).with_name("udhcpc-hook")
 
 
 def client_argv() -> list[str] | None:
@@ -41,27 +45,24 @@ def client_argv() -> list[str] | None:
     return None
 
 
-def write_hook(directory: Path, name: str = "dhcp-hook") -> str:
-    """A tiny executable that hands udhcpc's events to this module."""
-    fsmode.make_dirs(directory, 0o700)
-    path = directory / name
-    fsmode.write_file(path,
-                      "#!/bin/sh\n"
-                      f"PYTHONPATH={selfcmd.package_root()}${{PYTHONPATH:+:$PYTHONPATH}} "
-                      f"exec {sys.executable} -m nsroute.host.dhcp \"$@\"\n", 0o700)
-    return str(path)
+def hook_env(env: dict[str, str]) -> dict[str, str]:
+    """`env` for a udhcpc that runs HOOK: the hook runs this module on our interpreter."""
+    return {**env, ENV_PYTHON: sys.executable}
 
 
-def start(ifname: str, ns: str, resolv_path: str, hook: str, log: Path,
+def start(ifname: str, ns: str, resolv_path: str, log: Path,
           request_ip: str | None, metric: int | None, default_route: bool) -> Proc | None:
     """Run udhcpc for `ifname` inside `ns`; None when no client is installed."""
     client = client_argv()
     if client is None:
         return None
-    argv = [*client, "-f", "-i", ifname, "-s", hook, "-t", "5", "-T", "2", "-A", "5"]
+    # -p: a file of the deployment on the command line, by which `down` knows a client
+    # even when no record of it was written (hotplug.stop)
+    argv = [*client, "-f", "-i", ifname, "-s", str(HOOK), "-p", str(log.with_suffix(".pid")),
+            "-t", "5", "-T", "2", "-A", "5"]
     if request_ip:
         argv += ["-r", request_ip]
-    env = dict(os.environ)
+    env = hook_env(dict(os.environ))
     env[ENV_RESOLV] = resolv_path
     env[ENV_DEFAULT] = "1" if default_route else "0"
     if metric is not None:
@@ -84,10 +85,7 @@ def start_uplink(snap: dict, ns: str, store_dir: Path, stem: str) -> Proc | None
         from . import kernel  # not at the top: the hook (run by udhcpc) does without pyroute2
 
         kernel.set_link(ns, name, up=True)
-    hook = store_dir / f"{stem}.dhcp-hook"
-    if not hook.exists():  # once per `up`: a running client may be reading it
-        write_hook(store_dir, hook.name)
-    return start(name, ns, str(Path("/etc/netns") / ns / "resolv.conf"), str(hook),
+    return start(name, ns, str(Path("/etc/netns") / ns / "resolv.conf"),
                  store_dir / f"{stem}.dhcp-{name}.log", lease_ip(snap), default_metric(snap),
                  bool(_defaults(snap)) or bool(snap.get("unconfigured")))
 

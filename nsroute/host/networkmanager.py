@@ -141,6 +141,22 @@ def managed(ifnames: Sequence[str]) -> list[str]:
     return [n for n in ifnames if states.get(n, "unmanaged") != "unmanaged"]
 
 
+def would_manage(ifnames: Sequence[str]) -> list[str]:
+    """The devices among `ifnames` NetworkManager will manage once it starts (at boot it
+    cannot be asked yet): all but those udev marks NM_UNMANAGED (its rules do so for veths
+    and the like). When udev cannot tell, managed, as in `managed`."""
+    out = []
+    for n in ifnames:
+        try:
+            p = subprocess.run(["udevadm", "info", "--query=property", f"--path=/sys/class/net/{n}"],
+                               capture_output=True, text=True, timeout=TIMEOUT)
+        except (OSError, subprocess.TimeoutExpired):
+            p = None
+        if p is None or "NM_UNMANAGED=1" not in p.stdout.splitlines():
+            out.append(n)
+    return out
+
+
 def restore(ifnames: Sequence[str], warn: Warn = _stderr) -> None:
     """After the devices are home again: hand back to NetworkManager the ones `release` took."""
     if not ifnames or not _daemon_running():

@@ -120,14 +120,33 @@ def _in_init_netns() -> bool:
         return False
 
 
-def available() -> bool:
-    """systemd runs this machine and NetworkManager is active under it (in our namespace)."""
+RUNNING, STARTING = "running", "starting"
+
+
+def presence() -> str:
+    """RUNNING: systemd runs NetworkManager (in our namespace); STARTING: it will, a start
+    job for it is queued; "" otherwise.
+
+    Why STARTING: at boot nsroute's units run before network-pre.target and NetworkManager
+    after it, so it is not running yet when the devices move. Its drop-ins, written now,
+    are read when that queued job starts it: it comes up in `physical` from the first,
+    and no packet of it ever leaves outside. (Enabled alone is not enough: a user who
+    stopped it would find it started by `up`.)
+    """
     if not (SYSTEMD_RUN.is_dir() and shutil.which("systemctl") and _in_init_netns()):
-        return False
+        return ""
     try:
-        return _systemctl("is-active", "--quiet", NM_UNIT).returncode == 0
+        if _systemctl("is-active", "--quiet", NM_UNIT).returncode == 0:
+            return RUNNING
+        jobs = _systemctl("list-jobs", "--no-legend", "--plain", NM_UNIT).stdout.split()
     except (OSError, subprocess.TimeoutExpired):
-        return False
+        return ""
+    return STARTING if NM_UNIT in jobs else ""
+
+
+def available() -> bool:
+    """systemd runs NetworkManager here now, or is about to (see `presence`)."""
+    return presence() != ""
 
 
 def _must(p: subprocess.CompletedProcess, what: str) -> None:
@@ -137,7 +156,8 @@ def _must(p: subprocess.CompletedProcess, what: str) -> None:
 
 
 def stop() -> None:
-    """Before the devices move: NetworkManager and wpa_supplicant let go of them."""
+    """Before the devices move: NetworkManager and wpa_supplicant let go of them (only
+    when RUNNING: at boot a stop would cancel its queued start)."""
     _must(_systemctl("stop", NM_UNIT, WPA_UNIT), f"systemctl stop {NM_UNIT} {WPA_UNIT}")
 
 

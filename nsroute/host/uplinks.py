@@ -41,16 +41,21 @@ def _restart_wpa(ctx: Ctx) -> None:
 
 def _release_nm(ctx: Ctx) -> None:
     """Before the moves: where systemd runs NetworkManager and it manages some of the
-    devices, it stops, to start again in physical (NM_PHYSICAL); otherwise it is told to
-    leave them alone."""
+    devices, it stops, to start again in physical (NM_PHYSICAL); at boot, where it has
+    yet to start, it will start there; otherwise it is told to leave them alone."""
     st, names = ctx.st, [i["name"] for i in ctx.st.interfaces]
-    managed = networkmanager.managed(names) if nmphysical.available() else []
+    presence = nmphysical.presence()
+    if presence == nmphysical.RUNNING:
+        managed = networkmanager.managed(names)
+    else:
+        managed = networkmanager.would_manage(names) if presence == nmphysical.STARTING else []
     if managed:  # it configures some of them: it goes with them
         st.nm_managed = managed
         st.nm_physical = True  # before the change: the undo starts it at home again
         ctx.store.save(st)
-        say("systemctl stop NetworkManager wpa_supplicant (to run them in the physical namespace)")
-        nmphysical.stop()
+        if presence == nmphysical.RUNNING:
+            say("systemctl stop NetworkManager wpa_supplicant (to run them in the physical namespace)")
+            nmphysical.stop()
         return
     st.nm_released = networkmanager.release(names, warn=lambda m: say(f"warning: {m}"))
 

@@ -17,6 +17,7 @@ MUST_PASS = [
     "test_boot::test_kernel_modules_load",
     "test_package::test_installed_from_the_package",
     "test_package::test_units_man_pages_and_completion",
+    "test_package::test_dhcp_hook_runs_from_the_package_on_a_noexec_run",
     "test_resolved::test_resolved_gets_tunnel_dns_and_exec_asks_the_lan[userspace]",
     "test_resolved::test_resolved_gets_tunnel_dns_and_exec_asks_the_lan[kernel]",
     "test_networkmanager::test_networkmanager_keeps_ethernet_and_wifi_connected[userspace]",

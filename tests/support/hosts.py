@@ -115,10 +115,9 @@ class Site:
 
     def lease_eth1(self) -> None:
         """The laptop's own DHCP client takes a lease (then exits, as a boot-time client would)."""
-        hook = _dhcp.write_hook(self.tmp / "laptop-hook")
-        env = dict(os.environ, NSROUTE_DHCP_RESOLV=str(self.tmp / "laptop-dhcp-resolv"),
-                   NSROUTE_DHCP_METRIC="200")
-        self.laptop.exec("busybox", "udhcpc", "-q", "-f", "-n", "-i", "eth1", "-s", hook, "-t", "5", "-T", "1",
+        env = _dhcp.hook_env(dict(os.environ, NSROUTE_DHCP_RESOLV=str(self.tmp / "laptop-dhcp-resolv"),
+                                  NSROUTE_DHCP_METRIC="200"))
+        self.laptop.exec("busybox", "udhcpc", "-q", "-f", "-n", "-i", "eth1", "-s", str(_dhcp.HOOK), "-t", "5", "-T", "1",
                          env=env, timeout=120)  # the hook starts Python: slow under TCG on a loaded host
 
     def _server(self, impl: str) -> None:

@@ -117,3 +117,74 @@ def test_networkmanager_in_physical_keeps_its_hands_off_dns_and_unmanaged_device
     unit = nmphysical.dropin_text("physical", "/run/nsroute/physical.sysfs").splitlines()
     assert "NetworkNamespacePath=/run/netns/physical" in unit
     assert "BindReadOnlyPaths=/run/nsroute/physical.sysfs:/sys" in unit
+
+
+SYSTEMCTL = """#!/bin/sh
+echo "$*" >> "$NMCLI_LOG"
+case "$*" in
+  "is-active --quiet NetworkManager.service") [ "$NM_ACTIVE" = 1 ];;
+  "list-jobs --no-legend --plain NetworkManager.service") [ -n "$NM_JOB" ] && echo "$NM_JOB";;
+  *) exit 0;;
+esac
+"""
+
+UDEVADM = """#!/bin/sh
+case "$*" in
+  *"/sys/class/net/veth0") printf 'INTERFACE=veth0\\nNM_UNMANAGED=1\\n';;
+  *"/sys/class/net/gone") echo "Unknown device" >&2; exit 1;;
+  *) printf 'INTERFACE=x\\nID_NET_DRIVER=virtio_net\\n';;
+esac
+"""
+
+
+@pytest.fixture
+def boot(fake, tmp_path, monkeypatch):
+    """systemd (a stand-in systemctl and udevadm) on a machine whose NetworkManager has yet to start."""
+    from nsroute.host import nmphysical
+
+    bin_ = tmp_path / "bin"
+    for name, text in (("systemctl", SYSTEMCTL), ("udevadm", UDEVADM)):
+        (bin_ / name).write_text(text)
+        (bin_ / name).chmod(0o755)
+    monkeypatch.setattr(nmphysical, "SYSTEMD_RUN", tmp_path)
+    monkeypatch.setattr(nmphysical, "_in_init_netns", lambda: True)
+    return nmphysical
+
+
+def test_networkmanager_about_to_start_at_boot_counts_as_present(boot, monkeypatch):
+    # at boot nsroute's unit runs first: NetworkManager is not active, its start job is queued
+    monkeypatch.setenv("NM_JOB", "17 NetworkManager.service start waiting")
+    assert boot.presence() == boot.STARTING
+    monkeypatch.setenv("NM_ACTIVE", "1")
+    assert boot.presence() == boot.RUNNING
+    # stopped by the user and nothing queued: `up` must not start it
+    monkeypatch.setenv("NM_ACTIVE", "0")
+    monkeypatch.setenv("NM_JOB", "")
+    assert boot.presence() == "" and not boot.available()
+
+
+def test_before_it_runs_udev_tells_which_devices_networkmanager_will_manage(boot):
+    # veths are NM_UNMANAGED by its udev rules; a device udev cannot describe counts as managed
+    assert nm.would_manage(["ens8", "veth0", "gone"]) == ["ens8", "gone"]
+
+
+def test_at_boot_up_leaves_the_uplinks_to_networkmanager_in_physical(boot, tmp_path, monkeypatch):
+    """Its start is queued: `up` plans it into `physical` (no DHCP client of ours on what
+    it will manage) and stops nothing, since a stop would cancel that start."""
+    from nsroute.host import uplinks
+    from nsroute.host.state import State, Store, state_key
+    from nsroute.host.steps import Ctx
+
+    monkeypatch.setenv("NM_JOB", "17 NetworkManager.service start waiting")
+    snaps = [{"name": n, "unconfigured": True, "addresses": [], "routes": {}} for n in ("ens8", "veth0")]
+    st = State(mode="host", physical="physical", config_path="/x/wg0.conf", ifname="wg0", interfaces=snaps)
+    ctx = Ctx(st, Store(state_key("physical"), tmp_path))
+    uplinks.NM_RELEASED.do(ctx)
+    assert st.nm_physical and st.nm_managed == ["ens8"]
+    assert "stop NetworkManager.service wpa_supplicant.service" not in fake_log(tmp_path)
+    names = [s.name for s in uplinks.steps_for(st) if s.when(ctx)]
+    assert "nm-physical" in names and "dhcp:veth0" in names and "dhcp:ens8" not in names
+
+
+def fake_log(tmp_path: Path) -> str:
+    return (tmp_path / "log").read_text()

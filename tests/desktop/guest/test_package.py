@@ -53,3 +53,15 @@ def test_units_man_pages_and_completion():
               'printf "%s\\n" "${COMPREPLY[@]}"')
     words = sh("bash", "-c", script).stdout.split()
     assert "status" in words and "up" not in words, words
+
+
+def test_dhcp_hook_runs_from_the_package_on_a_noexec_run():
+    """udhcpc runs the installed hook, which must not live under /run: Debian's initramfs
+    mounts /run noexec (here too), and a hook written there never ran (leases were lost)."""
+    opts = sh("findmnt", "-no", "OPTIONS", "/run").stdout
+    assert "noexec" in opts.split(","), opts  # the trap this test is about is set here
+    hook = Path("/usr/lib/nsroute/nsroute/host/udhcpc-hook")
+    assert os.access(hook, os.X_OK) and "noexec" not in sh("findmnt", "-no", "OPTIONS", "-T", str(hook)).stdout
+    # a `deconfig` event (which changes nothing) runs the package's module through it
+    p = sh("env", "NSROUTE_DHCP_PYTHON=/usr/bin/python3", "interface=lo", str(hook), "deconfig")
+    assert p.returncode == 0 and p.stderr == "", p.stderr

@@ -35,9 +35,8 @@ def lease(site, dev: str, metric: int | None, default: bool = True) -> None:
                NSROUTE_DHCP_DEFAULT="1" if default else "0")
     if metric is not None:
         env["NSROUTE_DHCP_METRIC"] = str(metric)
-    hook = _dhcp.write_hook(site.tmp / "laptop-hook")
-    site.laptop.exec("busybox", "udhcpc", "-q", "-f", "-n", "-i", dev, "-s", hook, "-t", "10", "-T", "2",
-                     env=env, timeout=120)
+    site.laptop.exec("busybox", "udhcpc", "-q", "-f", "-n", "-i", dev, "-s", str(_dhcp.HOOK), "-t", "10", "-T", "2",
+                     env=_dhcp.hook_env(env), timeout=120)
 
 
 def counters(site) -> dict[str, int]:

@@ -134,9 +134,8 @@ def site(kernel_modules, hwsim, lab, tmp_path):
     laptop.exec("wpa_supplicant", "-B", "-i", wlan_b, "-c", str(wpa_conf),
                 "-P", str(tmp_path / "wpa.pid"), timeout=30)
     wait_for(lambda: associated(laptop, wlan_b), 30, what="the laptop to associate")
-    hook = _dhcp.write_hook(tmp_path / "laptop-hook")
-    env = dict(os.environ, NSROUTE_DHCP_RESOLV=str(tmp_path / "laptop-dhcp-resolv"))
-    laptop.exec("busybox", "udhcpc", "-q", "-f", "-n", "-i", wlan_b, "-s", hook, "-t", "5", "-T", "1",
+    env = _dhcp.hook_env(dict(os.environ, NSROUTE_DHCP_RESOLV=str(tmp_path / "laptop-dhcp-resolv")))
+    laptop.exec("busybox", "udhcpc", "-q", "-f", "-n", "-i", wlan_b, "-s", str(_dhcp.HOOK), "-t", "5", "-T", "1",
                 env=env, timeout=60)
     Path(f"/etc/netns/{laptop.name}/resolv.conf").write_text(f"nameserver {ROUTER_WLAN}\n")
 

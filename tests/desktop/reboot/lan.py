@@ -1,0 +1,180 @@
+"""The rebooting desktop's LAN: a router on the other end of the laptop's cable, and the
+laptop's nsroute unit enabled for the next boot.
+
+The VM has two NICs on one QEMU hub (scripts/desktop-run --lan), told apart by their MAC
+addresses: the laptop's Ethernet port and the router's. At boot, before nsroute's unit, a
+unit of this test moves the router's NIC into the namespace `lan` and makes it the router: dnsmasq for DHCP, a
+kernel WireGuard server on the router's address, and nftables counters on the router's
+port that sort every frame the laptop sends since its first one: DHCP (v4, v6), ARP, ICMPv6
+(neighbour discovery, MLD), WireGuard to the server, and anything else (a leak).
+
+    python3 -m tests.desktop.reboot.lan prepare userspace|kernel
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+# the MACs scripts/desktop-run --lan gives the two NICs (LAN_NICS there)
+UPLINK_MAC, ROUTER_MAC = "52:54:00:80:00:08", "52:54:00:80:00:09"
+FIXTURE = Path("/usr/local/lib/nsroute-test")
+NAMES = FIXTURE / "nics.json"
+
+
+def nic_by_mac(mac: str) -> str:
+    """udev's name for the NIC (ens8, enp0s8... depends on the firmware): the same every boot."""
+    for dev in Path("/sys/class/net").iterdir():
+        if (dev / "address").read_text().strip() == mac:
+            return dev.name
+    raise RuntimeError(f"no NIC with MAC {mac}: was the VM started with --lan?")
+
+
+_names = json.loads(NAMES.read_text()) if NAMES.exists() else {}
+UPLINK = _names.get("uplink", "")
+ROUTER_NIC = _names.get("router", "")
+ROUTER_NS = "lan"
+ROUTER_IP = "192.168.80.1"
+SERVER_TUNNEL_IP = "10.99.0.1"
+CLIENT_TUNNEL_IP = "10.99.0.2"
+WG_PORT = 51820
+UNITS = {"userspace": "nsroute@wg0.service", "kernel": "nsroute-kernel@wg0.service"}
+ROUTER_UNIT = "nsroute-test-lan-router.service"
+COUNTERS = ("dhcp", "arp", "icmpv6", "wireguard", "unreach", "other")  # dhcp: DHCPv4 and DHCPv6
+PROFILE = "lan-cable"  # the NetworkManager connection the laptop keeps for its uplink
+
+
+def nft_text() -> str:
+    return f"""table netdev lancount {{
+  counter c_dhcp {{}}
+  counter c_arp {{}}
+  counter c_icmpv6 {{}}
+  counter c_wireguard {{}}
+  counter c_unreach {{}}
+  counter c_other {{}}
+  chain laptop {{
+    type filter hook ingress device "{ROUTER_NIC}" priority -500; policy accept;
+    ether type arp counter name c_arp accept
+    udp sport 68 udp dport 67 counter name c_dhcp accept
+    udp sport 546 udp dport 547 counter name c_dhcp accept
+    meta l4proto 58 counter name c_icmpv6 accept
+    ip daddr {ROUTER_IP} udp dport {WG_PORT} counter name c_wireguard accept
+    # the laptop kernel's port-unreachable for a datagram of the server (inner source port
+    # {WG_PORT}) or a DHCP reply (67) that found no socket: a killed engine's old port (the
+    # restarted one has another). It quotes the router's datagram, so nothing from the
+    # protected side can look like it: link noise, as in tests/support/hosts.py.
+    ip daddr {ROUTER_IP} icmp type destination-unreachable icmp code port-unreachable @th,224,16 {{ {WG_PORT}, 67 }} counter name c_unreach accept
+    counter name c_other
+  }}
+}}
+"""
+
+
+def router_script() -> str:
+    return f"""#!/bin/sh
+# The LAN's router, up before the laptop's nsroute unit (see tests/desktop/reboot/lan.py).
+set -e
+# a half-made router from an earlier try: deleting the namespace brings the NIC back here
+ip netns delete {ROUTER_NS} 2>/dev/null || true
+for _ in $(seq 60); do [ -e /sys/class/net/{ROUTER_NIC} ] && break; sleep 1; done
+ip netns add {ROUTER_NS}
+ip link set {ROUTER_NIC} netns {ROUTER_NS}
+ip netns exec {ROUTER_NS} sh -e -c '
+  nft -f {FIXTURE}/counters.nft
+  ip link set lo up
+  ip addr add {ROUTER_IP}/24 dev {ROUTER_NIC}
+  ip link set {ROUTER_NIC} up
+  ip link add wgs type wireguard
+  wg setconf wgs {FIXTURE}/server.conf
+  ip addr add {SERVER_TUNNEL_IP}/24 dev wgs
+  ip link set wgs up
+  dnsmasq --user=root --conf-file=/dev/null --port=0 --interface={ROUTER_NIC} --bind-interfaces \\
+      --dhcp-range=192.168.80.100,192.168.80.150,255.255.255.0,1h \\
+      --dhcp-option=option:router,{ROUTER_IP} --dhcp-leasefile=/run/nsroute-test-lan.leases \\
+      --pid-file=/run/nsroute-test-lan-dnsmasq.pid
+'
+"""
+
+
+def router_unit() -> str:
+    return f"""[Unit]
+Description=nsroute test: the LAN router at the other end of {UPLINK}'s cable
+DefaultDependencies=no
+# no device dependency: the device leaves this namespace (for the router's) at once, and a
+# restart of nsroute's unit would wait for it in vain; the script waits for it instead
+After=systemd-modules-load.service local-fs.target
+[Service]
+Type=forking
+ExecStart={FIXTURE}/lan-router
+PIDFile=/run/nsroute-test-lan-dnsmasq.pid
+"""
+
+
+# What README's systemd section tells users: the unit starts once udev has named the
+# devices (not after the uplink's .device unit: that leaves with the uplink, and a restart
+# would wait for it in vain). The router's unit is this test's: the LAN is up first.
+def drop_in() -> str:
+    return f"""[Unit]
+Wants=systemd-udev-settle.service {ROUTER_UNIT}
+After=systemd-udev-settle.service {ROUTER_UNIT}
+"""
+
+
+def sh(*cmd: str, input: str | None = None) -> str:
+    p = subprocess.run(list(cmd), capture_output=True, text=True, input=input, timeout=60)
+    if p.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} -> {p.returncode}\n{p.stdout}\n{p.stderr}")
+    return p.stdout
+
+
+def counters() -> dict[str, int]:
+    """Frames the router's port received from the laptop since the router came up, by kind."""
+    out = sh("ip", "netns", "exec", ROUTER_NS, "nft", "list", "counters", "table", "netdev", "lancount")
+    found = dict(re.findall(r"counter c_(\w+) \{\s*packets (\d+)", out))
+    return {k: int(found[k]) for k in COUNTERS if k in found or k != "unreach"}  # (older fixtures lack it)
+
+
+def _write(path: Path, text: str, mode: int = 0o644) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    path.chmod(mode)
+
+
+def prepare(backend: str) -> None:
+    """Keys, the router's fixture, the laptop's tunnel config, and `backend`'s unit enabled."""
+    global UPLINK, ROUTER_NIC
+    if not NAMES.exists():
+        UPLINK, ROUTER_NIC = nic_by_mac(UPLINK_MAC), nic_by_mac(ROUTER_MAC)
+        _write(NAMES, json.dumps({"uplink": UPLINK, "router": ROUTER_NIC}))
+        server_key, client_key = sh("wg", "genkey").strip(), sh("wg", "genkey").strip()
+        server_pub = sh("wg", "pubkey", input=server_key).strip()
+        client_pub = sh("wg", "pubkey", input=client_key).strip()
+        _write(FIXTURE / "server.conf", f"[Interface]\nPrivateKey = {server_key}\nListenPort = {WG_PORT}\n"
+               f"[Peer]\nPublicKey = {client_pub}\nAllowedIPs = {CLIENT_TUNNEL_IP}/32\n", 0o600)
+        _write(Path("/etc/nsroute/wg0.conf"),
+               f"[Interface]\nPrivateKey = {client_key}\nAddress = {CLIENT_TUNNEL_IP}/32\n\n"
+               f"[Peer]\nPublicKey = {server_pub}\nEndpoint = {ROUTER_IP}:{WG_PORT}\n"
+               "AllowedIPs = 0.0.0.0/0, ::/0\nPersistentKeepalive = 25\n", 0o600)
+        _write(FIXTURE / "counters.nft", nft_text())
+        _write(FIXTURE / "lan-router", router_script(), 0o755)
+        _write(Path("/etc/systemd/system") / ROUTER_UNIT, router_unit())
+        # the desktop's saved profile for its Ethernet port, as its user made it (the image
+        # sets no-auto-default=*): DHCP, IPv6 as NetworkManager's default, connect by itself
+        sh("nmcli", "connection", "add", "type", "ethernet", "ifname", UPLINK, "con-name", PROFILE,
+           "connection.autoconnect", "yes", "ipv4.method", "auto")
+    for unit in UNITS.values():
+        _write(Path("/etc/systemd/system") / f"{unit}.d" / "uplink.conf", drop_in())
+    sh("systemctl", "daemon-reload")
+    for name, unit in UNITS.items():
+        sh("systemctl", "enable" if name == backend else "disable", unit)
+    sh("sync")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 3 or sys.argv[1] != "prepare" or sys.argv[2] not in UNITS:
+        sys.exit("usage: python3 -m tests.desktop.reboot.lan prepare userspace|kernel")
+    prepare(sys.argv[2])
+    print(f"prepared: {UNITS[sys.argv[2]]} enabled for the next boot")
