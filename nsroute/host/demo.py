@@ -20,8 +20,9 @@ import time
 from pathlib import Path
 
 from .. import fsmode
+from ..nsutil import entered
 from ..wireguard import keys
-from . import simhost
+from . import kernel, netns, records, simhost, sysctl
 from .selfcmd import nsroute_argv
 
 BEHIND = "10.200.0.1"
@@ -52,13 +53,8 @@ class Demo:
         print(f"   {'OK' if cond else 'FAILED'}: {good if cond else bad}", flush=True)
         self.ok = self.ok and cond
 
-    def ip(self, ns: str, *args: str, check: bool = True) -> str:
-        p = subprocess.run(["ip", "-n", ns, *args], capture_output=True, text=True, timeout=30)
-        if check and p.returncode != 0:
-            raise RuntimeError(f"ip -n {ns} {' '.join(args)}: {p.stderr.strip()}")
-        return p.stdout
-
     def nsexec(self, ns: str, *args: str, timeout: float = 30) -> subprocess.CompletedProcess:
+        # `ip netns exec`: a program there reads the host's /etc/netns/NAME files, as on a host
         return subprocess.run(["ip", "netns", "exec", ns, *args], capture_output=True, text=True, timeout=timeout)
 
     def nsroute(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -68,31 +64,31 @@ class Demo:
     # ------------------------------------------------------------------ build
     def build(self) -> None:
         for ns in (self.laptop, self.router, self.server):
-            subprocess.run(["ip", "netns", "add", ns], check=True)
+            netns.create(ns)
             simhost.prepare(ns, "# simulated host of nsroute demo\nnameserver 192.168.50.1\n")
-            self.ip(ns, "link", "set", "lo", "up")
         self.veth(self.laptop, "eth0", self.router, "lan0")
         self.veth(self.router, "wan0", self.server, "wan0")
         for ns, dev in ((self.laptop, "eth0"), (self.router, "lan0"), (self.router, "wan0"), (self.server, "wan0")):
-            self.nsexec(ns, "sysctl", "-qw", f"net.ipv6.conf.{dev}.disable_ipv6=1")
-        self.ip(self.laptop, "addr", "add", "192.168.50.2/24", "dev", "eth0")
-        self.ip(self.laptop, "route", "add", "default", "via", "192.168.50.1", "metric", "100")
-        self.ip(self.router, "addr", "add", "192.168.50.1/24", "dev", "lan0")
-        self.ip(self.router, "addr", "add", "172.16.70.1/24", "dev", "wan0")
-        self.nsexec(self.router, "sysctl", "-qw", "net.ipv4.ip_forward=1")
-        self.ip(self.server, "addr", "add", f"{SERVER_WAN}/24", "dev", "wan0")
-        self.ip(self.server, "route", "add", "default", "via", "172.16.70.1")
-        self.ip(self.server, "addr", "add", f"{BEHIND}/32", "dev", "lo")
+            sysctl.write_device(dev, {"ipv6/disable_ipv6": "1"}, ns)
+        kernel.add_address(self.laptop, "eth0", {"cidr": "192.168.50.2/24"})
+        kernel.add_route(self.laptop, "eth0", {"dst": "0.0.0.0/0", "gateway": "192.168.50.1", "metric": 100})
+        kernel.add_address(self.router, "lan0", {"cidr": "192.168.50.1/24"})
+        kernel.add_address(self.router, "wan0", {"cidr": "172.16.70.1/24"})
+        with entered(self.router):
+            Path("/proc/sys/net/ipv4/ip_forward").write_text("1\n")
+        kernel.add_address(self.server, "wan0", {"cidr": f"{SERVER_WAN}/24"})
+        kernel.add_route(self.server, "wan0", {"dst": "0.0.0.0/0", "gateway": "172.16.70.1"})
+        kernel.add_address(self.server, "lo", {"cidr": f"{BEHIND}/32"})
         self.start_server()
         self.write_config()
 
     def veth(self, a: str, a_if: str, b: str, b_if: str) -> None:
         tmp = f"nsrd{secrets.token_hex(4)}"
-        self.ip(a, "link", "add", a_if, "type", "veth", "peer", "name", tmp)
-        self.ip(a, "link", "set", tmp, "netns", b)
-        self.ip(b, "link", "set", tmp, "name", b_if)
-        self.ip(a, "link", "set", a_if, "up")
-        self.ip(b, "link", "set", b_if, "up")
+        kernel.add_veth(a, a_if, tmp)
+        kernel.move(tmp, a, b)
+        kernel.set_link(b, tmp, rename=b_if)
+        kernel.set_link(a, a_if, up=True)
+        kernel.set_link(b, b_if, up=True)
 
     def start_server(self) -> None:
         self.server_priv, self.client_priv = keys.generate_private(), keys.generate_private()
@@ -110,8 +106,8 @@ class Demo:
         self.uapi_set(sock, [f"private_key={self.server_priv.hex()}", "listen_port=51820",
                              f"public_key={keys.public_key(self.client_priv).hex()}",
                              "allowed_ip=10.99.0.2/32"])
-        self.ip(self.server, "addr", "add", "10.99.0.1/24", "dev", self.stun)
-        self.ip(self.server, "link", "set", self.stun, "up")
+        kernel.add_address(self.server, self.stun, {"cidr": "10.99.0.1/24"})
+        kernel.set_link(self.server, self.stun, up=True)
 
     def uapi_set(self, path: str, lines: list[str]) -> None:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
@@ -135,16 +131,19 @@ class Demo:
 
     # ------------------------------------------------------------------ picture
     def picture(self) -> str:
-        links = " ".join(ln.split(":")[1].strip().split("@")[0]
-                         for ln in self.ip(self.laptop, "-o", "link").splitlines())
-        addrs = "\n".join(" ".join(ln.split()[1:4]) for ln in self.ip(self.laptop, "-o", "-4", "addr").splitlines())
-        routes = self.ip(self.laptop, "route").strip()
+        """The laptop as a user would look at it: links, IPv4 addresses, main routes, DNS."""
+        links = " ".join(ln["ifname"] for ln in kernel.links(self.laptop))
+        addrs = "\n".join(f"{a['ifname']} {a['cidr']}" for a in kernel.addresses(self.laptop) if a["family"] == 4)
+        routes = "\n".join(
+            " ".join(["default" if records.is_default(r) else r["dst"],
+                      *(["via", r["gateway"]] if r["gateway"] else []), "dev", ",".join(r["devs"]),
+                      *(["metric", str(r["metric"])] if r["metric"] else [])])
+            for r in kernel.routes(self.laptop) if r["table"] == records.TABLE_MAIN and r["family"] == 4)
         resolv = Path(f"/etc/netns/{self.laptop}/resolv.conf").read_text().strip()
         return f"interfaces: {links}\n{addrs}\nroutes:\n{routes}\nresolv.conf: {resolv!r}"
 
     def lan_packets(self) -> int:
-        data = json.loads(self.ip(self.router, "-s", "-j", "link", "show", "lan0"))
-        return int(data[0]["stats64"]["rx"]["packets"])
+        return kernel.rx_packets(self.router, "lan0")
 
     # ------------------------------------------------------------------ the show
     def run(self) -> None:
@@ -162,9 +161,9 @@ class Demo:
         self.check(p.returncode == 0, "up", f"up failed: {p.stderr.strip()}")
         if p.returncode != 0:
             return
-        links = self.ip(self.laptop, "-o", "link")
-        self.check(len(links.splitlines()) == 2 and self.tun in links,
-                   f"the laptop now has only lo and {self.tun}", f"the laptop still has: {links}")
+        links = sorted(ln["ifname"] for ln in kernel.links(self.laptop))
+        self.check(links == sorted(["lo", self.tun]),
+                   f"the laptop now has only lo and {self.tun}", f"the laptop still has: {' '.join(links)}")
 
         self.say(f"Traffic from the laptop to {BEHIND} (behind the VPN server) goes through the tunnel")
         ping = self.nsexec(self.laptop, "ping", "-c", "3", "-i", "0.3", "-W", "3", BEHIND)
@@ -225,6 +224,7 @@ class Demo:
     def cleanup(self) -> None:
         for name in (self.physical, self.laptop, self.router, self.server):
             if os.path.exists(f"/run/netns/{name}"):
+                # `ip netns pids`: every process in it, whatever it runs (procs.find wants a name)
                 pids = subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True).stdout.split()
                 for pid in pids:
                     try:
@@ -236,7 +236,7 @@ class Demo:
                 p.kill()
             p.wait(timeout=5)
         for name in (self.physical, self.laptop, self.router, self.server):
-            subprocess.run(["ip", "netns", "del", name], capture_output=True)
+            netns.delete(name)
             shutil.rmtree(f"/etc/netns/{name}", ignore_errors=True)
         for ifname in (self.tun, self.stun):
             Path(f"/var/run/wireguard/{ifname}.sock").unlink(missing_ok=True)

@@ -90,6 +90,13 @@ def link(ns: str | None, name: str) -> dict[str, Any] | None:
         return _link(ipr.get_links(found[0])[0]) if found else None
 
 
+def rx_packets(ns: str | None, name: str) -> int:
+    """Packets `name` has received (the kernel's 64-bit counter)."""
+    with rtnl(ns) as ipr:
+        stats = ipr.get_links(_index(ipr, name, ns))[0].get_attr("IFLA_STATS64")
+    return int(stats["rx_packets"]) if stats else 0
+
+
 def _names(ipr: IPRoute) -> dict[int, str]:
     return {m["index"]: m.get_attr("IFLA_IFNAME") for m in ipr.get_links()}
 
@@ -152,6 +159,15 @@ def add_link(ns: str | None, name: str, kind: str) -> None:
             ipr.link("add", ifname=name, kind=kind)
         except NetlinkError as e:
             raise _fail(f"cannot create {kind} interface {name} in {_where(ns)}", e) from None
+
+
+def add_veth(ns: str | None, name: str, peer: str) -> None:
+    """A veth pair `name` <-> `peer`, both in `ns` (move the peer where it belongs)."""
+    with rtnl(ns) as ipr:
+        try:
+            ipr.link("add", ifname=name, kind="veth", peer=peer)
+        except NetlinkError as e:
+            raise _fail(f"cannot create veth pair {name}/{peer} in {_where(ns)}", e) from None
 
 
 def delete_link(ns: str | None, name: str) -> None:
