@@ -76,20 +76,40 @@ def tunnel_answers(site) -> bool:
     return site.laptop.exec("ping", "-c", "1", "-W", "2", "10.99.0.1", check=False).returncode == 0
 
 
-@pytest.mark.parametrize("backend", ["userspace", "kernel"])
-def test_usb_uplink_on_dhcp_comes_back(site, backend):
-    L, ph = site.laptop, Netns(site.physical)
-    # The USB NIC plugged before `up`, renamed as udev does, on DHCP; the only way to the VPN.
-    Path(hp.USB_DEV, "authorized").write_text("1")
+def plug_usb_uplink(L) -> None:
+    """The USB NIC authorized on the bus, renamed as udev does, up with carrier.
+
+    Why a second plug: once in a CI run the gadget never reported its link to the first
+    enumeration of the session (no carrier after 30 s on a quiet machine), and the next
+    test's plug of the same NIC had it at once; a re-plug is what a user would do too."""
 
     def renamed() -> bool:  # enumeration may replace the netdev once (a second configuration)
         names = hp.usb_host_netdevs()
         return len(names) == 1 and L.ip("link", "set", names[0], "name", USB_NAME, check=False).returncode == 0
 
-    wait_for(renamed, 60, what="the USB NIC, renamed")
-    L.ip("link", "set", USB_NAME, "up")
-    # the gadget reports its link once the host has configured it (late under load)
-    wait_for(lambda: "LOWER_UP" in L.ip("link", "show", USB_NAME).stdout, 30, what="the USB NIC's carrier")
+    def carrier() -> bool:
+        return "LOWER_UP" in L.ip("link", "show", USB_NAME, check=False).stdout
+
+    for attempt in (1, 2):
+        Path(hp.USB_DEV, "authorized").write_text("1")
+        wait_for(renamed, 60, what="the USB NIC, renamed")
+        L.ip("link", "set", USB_NAME, "up")
+        try:  # the gadget reports its link once the host has configured it (late under load)
+            wait_for(carrier, 45, what="the USB NIC's carrier")
+            return
+        except AssertionError:
+            if attempt == 2:
+                raise
+        print("no carrier on the USB NIC after 45 s: plugging it again")
+        Path(hp.USB_DEV, "authorized").write_text("0")
+        wait_for(lambda: not hp.usb_host_netdevs(), 30, what="the USB NIC to go")
+
+
+@pytest.mark.parametrize("backend", ["userspace", "kernel"])
+def test_usb_uplink_on_dhcp_comes_back(site, backend):
+    L, ph = site.laptop, Netns(site.physical)
+    # The USB NIC plugged before `up`, renamed as udev does, on DHCP; the only way to the VPN.
+    plug_usb_uplink(L)
     lease(site, USB_NAME, metric=50)
     L.ip("-4", "route", "flush", "exact", "0.0.0.0/0", "dev", "eth0")  # eth0's and eth1's defaults
     L.ip("-4", "route", "flush", "exact", "0.0.0.0/0", "dev", "eth1")
