@@ -28,8 +28,3 @@ def engine_argv() -> list[str]:
     if override:
         return shlex.split(override)
     return [*nsroute_argv(), "engine"]
-
-
-def package_root() -> str:
-    """Directory holding the `nsroute` package, for PYTHONPATH of helper scripts."""
-    return str(Path(__file__).resolve().parents[2])
