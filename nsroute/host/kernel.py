@@ -13,7 +13,7 @@ from __future__ import annotations
 import errno
 import ipaddress
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -208,8 +208,17 @@ def move(name: str, src: str | None, dst: str | None) -> None:
         raise _fail(f"cannot move {name} into {_where(dst)}", e) from None
 
 
-def _existing(e: NetlinkError) -> bool:
-    return e.code == errno.EEXIST
+def _add_new(ns: str | None, dev: str, what: str, add: Callable[[IPRoute, int], Any]) -> bool:
+    """Run `add` against `dev`'s index; False when the kernel says it exists already
+    (by errno, not wording), a HostError naming `what` on any other refusal."""
+    with rtnl(ns) as ipr:
+        try:
+            add(ipr, _index(ipr, dev, ns))
+        except NetlinkError as e:
+            if e.code == errno.EEXIST:
+                return False
+            raise _fail(f"cannot add {what}", e) from None
+    return True
 
 
 def add_address(ns: str | None, dev: str, a: dict[str, Any]) -> bool:
@@ -232,14 +241,8 @@ def add_address(ns: str | None, dev: str, a: dict[str, Any]) -> bool:
     if a.get("valid", FOREVER) != FOREVER or a.get("preferred", FOREVER) != FOREVER:
         spec["valid_lft"] = a.get("valid", FOREVER)
         spec["preferred_lft"] = a.get("preferred", FOREVER)
-    with rtnl(ns) as ipr:
-        try:
-            ipr.addr("add", index=_index(ipr, dev, ns), **spec)
-        except NetlinkError as e:
-            if _existing(e):
-                return False
-            raise _fail(f"cannot add address {a['cidr']} to {dev}", e) from None
-    return True
+    return _add_new(ns, dev, f"address {a['cidr']} to {dev}",
+                    lambda ipr, index: ipr.addr("add", index=index, **spec))
 
 
 def table_number(table: str | int | None) -> int | None:
@@ -285,11 +288,5 @@ def add_route(ns: str | None, dev: str, r: dict[str, Any]) -> bool:
         spec["RTA_PREF"] = r["pref"]
     if r.get("metrics"):
         spec["metrics"] = {f"RTAX_{k.upper()}": v for k, v in r["metrics"].items()}
-    with rtnl(ns) as ipr:
-        try:
-            ipr.route("add", oif=_index(ipr, dev, ns), **spec)
-        except NetlinkError as e:
-            if _existing(e):
-                return False
-            raise _fail(f"cannot add route {r['dst']} via {dev}", e) from None
-    return True
+    return _add_new(ns, dev, f"route {r['dst']} via {dev}",
+                    lambda ipr, index: ipr.route("add", oif=index, **spec))
