@@ -74,6 +74,7 @@ class State:
     guard_block: bool = False
     guard: Proc | None = None
     engine_config: str = ""
+    listen_port: int = 0  # the tunnel's UDP port once up (0: not known); a restart asks for it again
     tunnel_addresses: list[str] = field(default_factory=list)
     resolv_path: str = ""
     resolv_saved: str | None = None  # previous content, written back by `down`

@@ -76,14 +76,15 @@ def resolve_local(host: str, port: int) -> str:
         raise HostError(f"cannot resolve endpoint {host}: {e.strerror}") from None
 
 
-def setconf_text(cfg: wgconfig.Config, endpoints: dict[bytes, str]) -> str:
-    """The engine's `wg setconf` file: keys, port, fwmark, peers with literal endpoints."""
+def setconf_text(cfg: wgconfig.Config, endpoints: dict[bytes, str], listen_port: int | None) -> str:
+    """The engine's `wg setconf` file: keys, `listen_port` (None: any), fwmark, peers with
+    literal endpoints."""
     i = cfg.interface
     lines = ["[Interface]"]
     if i.private_key is not None:
         lines.append(f"PrivateKey = {keys.to_base64(i.private_key)}")
-    if i.listen_port is not None:
-        lines.append(f"ListenPort = {i.listen_port}")
+    if listen_port is not None:
+        lines.append(f"ListenPort = {listen_port}")
     if i.fwmark:
         lines.append(f"FwMark = {i.fwmark}")
     for p in cfg.peers:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .. import fsmode
-from . import dns, hotplug, kernel, kernelwg, netns, procs, resolved, tunnel
+from . import dns, hotplug, kernel, kernelwg, listenport, netns, procs, resolved, tunnel
 from .errors import HostError
 from .state import State
 from .steps import Ctx, Step, say
@@ -43,7 +43,8 @@ def _start_engine(ctx: Ctx) -> None:
     cfg, st, store = ctx.config, ctx.st, ctx.store
     endpoints = tunnel.resolve_endpoints(cfg, socket_ns(st), local=st.mode == "into")
     setconf = store.dir / f"{store.path.stem}.setconf"
-    tunnel.write_private(setconf, tunnel.setconf_text(cfg, endpoints))
+    port = listenport.to_ask(cfg, st, socket_ns(st))
+    tunnel.write_private(setconf, tunnel.setconf_text(cfg, endpoints, port))
     st.engine_config = str(setconf)
     store.save(st)
     say(f"nsroute engine {cfg.name} (socket in {socket_ns(st)})")
@@ -81,6 +82,7 @@ def _create_kernel(ctx: Ctx) -> None:
     spec = kernelwg.device_spec(cfg, kernelwg.resolve_endpoints(cfg, where, local=st.mode == "into"))
     if kernel.link(where, cfg.name) is not None:
         raise HostError(f"interface {cfg.name} already exists in {where or 'this namespace'}")
+    spec["listen_port"] = listenport.to_ask(cfg, st, where)
     st.engine = None
     _pidfile(ctx).unlink(missing_ok=True)
     st.kernel_link = "created"  # before the change: its undo removes it from `where`
@@ -107,6 +109,7 @@ def _configure(ctx: Ctx) -> None:
     cfg, st = ctx.config, ctx.st
     tunnel.configure(cfg, cfg.name, tun_ns(st))
     st.tunnel_addresses = [str(a) for a in cfg.interface.addresses]
+    st.listen_port = listenport.current(st, tun_ns(st)) or st.listen_port  # for a restart
     hotplug.tunnel_started(st.guard)
 
 

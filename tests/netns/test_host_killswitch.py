@@ -42,6 +42,12 @@ def _ok(p):
     return p
 
 
+def _udp_ports(ns: Netns, pid: int) -> set[int]:
+    """The UDP ports process `pid` listens on in `ns`, as `ss -unlp` shows them."""
+    out = ns.exec("ss", "-Hunlp").stdout
+    return {int(line.split()[3].rsplit(":", 1)[1]) for line in out.splitlines() if f"pid={pid}," in line}
+
+
 def test_engine_killed_nothing_leaks_then_up_resumes(lab, tmp_path):
     site = Site(lab, tmp_path, endpoint=f"{VPN_NAME}:51820")
     before = site.picture()
@@ -50,6 +56,9 @@ def test_engine_killed_nothing_leaks_then_up_resumes(lab, tmp_path):
     phys = Netns(site.physical)
     L.exec("ping", "-c", "2", "-W", "3", BEHIND4, timeout=20)
     info = json.loads(_ok(site.nsroute("status", "--physical", site.physical, "--json")).stdout)
+    # no ListenPort in the config: the engine picked a port, which a restart must keep
+    ports = _udp_ports(phys, info["engine"]["pid"])
+    assert ports == {info["tunnel"]["listen_port"]}
     # the hostname was resolved through the physical side (dnsmasq on the router)
     assert info["peers"][0]["endpoint"] == "172.16.70.2:51820"
     assert "nameserver 192.168.60.1" in open(f"/etc/netns/{site.physical}/resolv.conf").read()
@@ -91,9 +100,48 @@ def test_engine_killed_nothing_leaks_then_up_resumes(lab, tmp_path):
     resumed = json.loads(_ok(site.nsroute("status", "--physical", site.physical, "--json")).stdout)
     pidfile = os.path.join(site.run_dir, f"host-{site.physical}.engine.pid")
     assert int(open(pidfile).read()) == resumed["engine"]["pid"] != info["engine"]["pid"]
+    # ... listening on the port it had, so a peer or middlebox that pinned it still reaches us
+    assert _udp_ports(phys, resumed["engine"]["pid"]) == ports
     assert sorted(phys.links()) == ["eth0", "eth1", "lo"]
     L.exec("ping", "-c", "2", "-W", "3", BEHIND4, timeout=20)
 
     _ok(site.down())
     assert site.picture() == before
     assert not os.path.exists(f"/run/netns/{site.physical}")
+
+
+HOLD_PORT = r"""
+import socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("0.0.0.0", int(sys.argv[1])))
+print("bound", flush=True)
+time.sleep(300)
+"""
+
+
+def test_restart_whose_old_port_is_taken_listens_elsewhere_with_one_warning(lab, tmp_path):
+    site = Site(lab, tmp_path, dhcp=False)
+    before = site.picture()
+    _ok(site.up())
+    L, phys = site.laptop, Netns(site.physical)
+    info = json.loads(_ok(site.nsroute("status", "--physical", site.physical, "--json")).stdout)
+    old = info["tunnel"]["listen_port"]
+    os.kill(info["engine"]["pid"], signal.SIGKILL)
+    wait_for(lambda: site.tun not in L.links(), what="the TUN to vanish")
+
+    # someone else takes the port on the physical side while the engine is down
+    holder = phys.popen("python3", "-c", HOLD_PORT, str(old), text=True)
+    try:
+        assert holder.stdout.readline().strip() == "bound"
+        p = _ok(site.up())
+        warnings = [line for line in p.stderr.splitlines() if "warning" in line]
+        assert len(warnings) == 1 and f"UDP port {old}" in warnings[0], p.stderr
+        resumed = json.loads(_ok(site.nsroute("status", "--physical", site.physical, "--json")).stdout)
+        new = _udp_ports(phys, resumed["engine"]["pid"])
+        assert new == {resumed["tunnel"]["listen_port"]} and old not in new
+        L.exec("ping", "-c", "2", "-W", "3", BEHIND4, timeout=20)  # the server roamed to us
+    finally:
+        holder.kill()
+        holder.wait()
+    _ok(site.down())
+    assert site.picture() == before

@@ -90,7 +90,7 @@ def test_down_reads_a_state_file_of_the_previous_version(lab, tmp_path, step):
     path = _store(site).path
     raw = json.loads(path.read_text())
     newer = set(raw) - PREVIOUS_FIELDS  # fields this version added; the previous one wrote none
-    assert newer == {"doing", "nm_managed", "nm_physical"} and raw["version"] == 1, newer
+    assert newer == {"doing", "listen_port", "nm_managed", "nm_physical"} and raw["version"] == 1, newer
     for k in newer:
         del raw[k]
     assert raw["interfaces"] and all(isinstance(s["routes"], list) for s in raw["interfaces"])

@@ -163,10 +163,12 @@ def _cfg() -> wgconfig.Config:
 
 def test_setconf_is_valid_setconf_with_literal_endpoint():
     cfg = _cfg()
-    text = tunnel.setconf_text(cfg, {cfg.peers[0].public_key: "172.16.70.2:51820"})
+    text = tunnel.setconf_text(cfg, {cfg.peers[0].public_key: "172.16.70.2:51820"}, 51000)
     back = wgconfig.parse(text, "engine.conf", quick=False)
     assert back.interface.private_key == cfg.interface.private_key
     assert back.interface.listen_port == 51000
+    # no port to ask for: none in the file, the engine picks one
+    assert wgconfig.parse(tunnel.setconf_text(cfg, {}, None), "e.conf", quick=False).interface.listen_port is None
     assert back.peers[0].endpoint == ("172.16.70.2", 51820)
     assert back.peers[0].allowed_ips == cfg.peers[0].allowed_ips
     assert "Address" not in text and "DNS" not in text
