@@ -57,8 +57,10 @@ UNITS = {"userspace": "nsroute@wg0.service", "kernel": "nsroute-kernel@wg0.servi
 ROUTER_UNIT = "nsroute-test-lan-router.service"
 ROUTER_WIFI_IP = "192.168.81.1"
 SSID = "nsr-boot"
-# dhcp: DHCPv4 and DHCPv6; eapol: the WPA2 handshake with the access point (Wi-Fi only)
-COUNTERS = ("dhcp", "arp", "icmpv6", "wireguard", "unreach", "eapol", "other")
+# dhcp: DHCPv4 and DHCPv6; eapol: the WPA2 handshake with the access point and l2update:
+# the access point's announcement of an associated station (Wi-Fi only, see _chain)
+COUNTERS = ("dhcp", "arp", "icmpv6", "wireguard", "unreach", "eapol", "l2update", "other")
+OTHER_LOG = "nsr-lan-other: "  # the kernel log's prefix for what `other` counts
 PROFILE = "lan-cable"  # the NetworkManager connection the laptop keeps for its uplink
 WIFI_PROFILE = "home-wifi"  # and the one for its Wi-Fi
 
@@ -70,6 +72,11 @@ def _chain(side: str, dev: str) -> str:
     type filter hook ingress device "{dev}" priority -500; policy accept;
     ether type arp counter name {c}arp accept
     ether type 0x888e counter name {c}eapol accept
+    # the router's own mac80211 announces each station that associates (and so the laptop's
+    # radio at every connect) with an 802.2 XID "layer 2 update" frame from the station's
+    # MAC, broadcast, which it injects as if received on the access point's port: 802.3
+    # length 6, LLC 00 01 af, XID 81 01 00 (net/mac80211/cfg.c, ieee80211_send_layer2_update)
+    ether daddr ff:ff:ff:ff:ff:ff ether type 0x0006 @ll,112,48 0x0001af810100 counter name {c}l2update accept
     udp sport 68 udp dport 67 counter name {c}dhcp accept
     udp sport 546 udp dport 547 counter name {c}dhcp accept
     meta l4proto 58 counter name {c}icmpv6 accept
@@ -79,7 +86,7 @@ def _chain(side: str, dev: str) -> str:
     # restarted one has another). It quotes the router's datagram, so nothing from the
     # protected side can look like it: link noise, as in tests/support/hosts.py.
     ip daddr {{ {ROUTER_IP}, {ROUTER_WIFI_IP} }} icmp type destination-unreachable icmp code port-unreachable @th,224,16 {{ {WG_PORT}, 67 }} counter name {c}unreach accept
-    counter name {c}other
+    counter name {c}other log prefix "{OTHER_LOG}"
   }}
 """
 
@@ -110,6 +117,7 @@ phy=$(basename "$(dirname "$phy")")
 ip netns add {ROUTER_NS}
 ip link set {ROUTER_NIC} netns {ROUTER_NS}
 iw phy "$phy" set netns name {ROUTER_NS}
+sysctl -qw net.netfilter.nf_log_all_netns=1 || true  # `other`'s log from the router's namespace
 ip netns exec {ROUTER_NS} sh -e -c '
   nft -f {FIXTURE}/counters.nft
   ip link set lo up
