@@ -70,6 +70,14 @@ def no_leak(where: str) -> dict[str, dict[str, int]]:
     return seen
 
 
+def summary(line: str) -> None:
+    """A line for the host's summary (tests/desktop/test_desktop_reboot.py prints `timing:` lines)."""
+    print(line)
+    if os.environ.get("NSROUTE_DESKTOP_OUT"):
+        with open(os.path.join(os.environ["NSROUTE_DESKTOP_OUT"], f"{BACKEND}.log"), "a") as f:
+            f.write(line + "\n")
+
+
 def wait_for(what: str, check, timeout: float):
     end = time.monotonic() + timeout
     while True:
@@ -124,7 +132,8 @@ def wait_wifi(ns: str | None, where: str) -> None:
         time.sleep(1)
         got = wifi_up(ns)
     assert all(got.values()), f"the Wi-Fi {where}, {WIFI_CONNECT:.0f}s on: {got}"
-    print(f"Wi-Fi connected {where} {time.monotonic() - start:.1f}s after the check began")
+    summary(f"timing: Wi-Fi connected {where} {time.monotonic() - start:.1f}s after the check began "
+            f"({time.monotonic():.0f}s after boot)")
 
 
 def radio_order(info: dict) -> str:
@@ -144,12 +153,8 @@ def test_tunnel_up_from_boot(booted):
     # the handshake's wall time, turned into seconds since boot
     since_boot = hs[0] - (time.time() - uptime)
     info = status()
-    line = (f"timing: {UNIT}: started {started:.1f}s after boot, first handshake at {since_boot:.1f}s; "
+    summary(f"timing: {UNIT}: started {started:.1f}s after boot, first handshake at {since_boot:.1f}s; "
             f"the laptop's radio appeared {radio_order(info)}")
-    print(line)
-    if os.environ.get("NSROUTE_DESKTOP_OUT"):  # for the host's summary (tests/desktop/test_desktop_reboot.py)
-        with open(os.path.join(os.environ["NSROUTE_DESKTOP_OUT"], f"{BACKEND}.log"), "a") as f:
-            f.write(line + "\n")
     assert since_boot - started <= FROM_UNIT_START + 1, (started, since_boot)
     assert info["state"] == "up" and info["backend"] == BACKEND, info
     assert info["problems"] == [], info["problems"]
@@ -184,7 +189,7 @@ def test_nothing_but_dhcp_arp_icmpv6_and_wireguard_since_the_first_frame(booted)
     assert "dev wg0" in sh("ip", "route", "get", ROUTER_IP)
     subprocess.run(["ping", "-c", "2", "-W", "1", ROUTER_IP], capture_output=True, timeout=30)
     seen = no_leak("after boot")
-    print(f"router counters since the first frame: {seen}")
+    summary(f"timing: router counters since the first frame: {seen}")
     assert seen["cable"]["dhcp"] > 0 and seen["cable"]["wireguard"] > 0, seen
     assert seen["wifi"]["dhcp"] > 0, seen  # the Wi-Fi carried the laptop's frames too
 
