@@ -1,11 +1,12 @@
 """A desktop that boots with nsroute's unit enabled (issue 17, "from boot").
 
 Three boots of one copy of the image (scripts/desktop-run --persistent --lan: two NICs on
-one cable, the laptop's enp0s8 and a router's enp0s9): the first installs the package
-and enables nsroute@wg0 (tests/desktop/reboot/lan.py), the second boots with it and runs
-tests/desktop/reboot (tunnel from boot, router counters since the first frame, a kill
-and systemd's restart, `systemctl stop`), then switches to nsroute-kernel@wg0, which the
-third boot checks the same way. The guest's JUnit reports name what passed.
+one cable, the laptop's enp0s8 and a router's enp0s9; and two mac80211_hwsim radios, the
+laptop's Wi-Fi and the router's access point): the first installs the package and
+enables nsroute@wg0 (tests/desktop/reboot/lan.py), the second boots with it and runs
+tests/desktop/reboot (tunnel from boot, both uplinks connected in `physical`, router
+counters on both links since the first frame, a kill and systemd's restart, `systemctl
+stop`), then switches to nsroute-kernel@wg0, which the third boot checks the same way. The guest's JUnit reports name what passed.
 """
 
 from __future__ import annotations
