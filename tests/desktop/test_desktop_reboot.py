@@ -1,11 +1,12 @@
 """A desktop that boots with nsroute's unit enabled (issue 17, "from boot").
 
 Three boots of one copy of the image (scripts/desktop-run --persistent --lan: two NICs on
-one cable, the laptop's enp0s8 and a router's enp0s9): the first installs the package
-and enables nsroute@wg0 (tests/desktop/reboot/lan.py), the second boots with it and runs
-tests/desktop/reboot (tunnel from boot, router counters since the first frame, a kill
-and systemd's restart, `systemctl stop`), then switches to nsroute-kernel@wg0, which the
-third boot checks the same way. The guest's JUnit reports name what passed.
+one cable, the laptop's enp0s8 and a router's enp0s9; and two mac80211_hwsim radios, the
+laptop's Wi-Fi and the router's access point): the first installs the package and
+enables nsroute@wg0 (tests/desktop/reboot/lan.py), the second boots with it and runs
+tests/desktop/reboot (tunnel from boot, both uplinks connected in `physical`, router
+counters on both links since the first frame, a kill and systemd's restart, `systemctl
+stop`), then switches to nsroute-kernel@wg0, which the third boot checks the same way. The guest's JUnit reports name what passed.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ GUEST_TESTS = [
     "test_tunnel_up_from_boot",
     "test_nothing_but_dhcp_arp_icmpv6_and_wireguard_since_the_first_frame",
     "test_killed_then_restarted_by_systemd_without_a_leak",
-    "test_stop_hands_the_uplink_back_to_networkmanager",
+    "test_stop_hands_the_uplinks_back_to_networkmanager",
 ]
 
 
@@ -48,8 +49,8 @@ def _checks(backend: str, then: str | None) -> list[str]:
     tests = (f"NSROUTE_REBOOT_BACKEND={backend} python3 -m pytest tests/desktop/reboot -p no:cacheprovider -v "
              f"--junitxml $NSROUTE_DESKTOP_OUT/{backend}.xml -o junit_family=xunit2; rc=$?")
     journal = (f"; {{ journalctl -b --no-pager -o short-monotonic -u '{UNITS[backend]}' -u {ROUTER_UNIT} "
-               "-u NetworkManager.service; ip -o link; ip netns list; ip -n physical -o addr; "
-               "ip -n physical route; nmcli device; nsroute status; "
+               "-u NetworkManager.service -u wpa_supplicant.service; ip -o link; ip netns list; ip -n physical -o addr; "
+               "ip -n physical route; nmcli device; nsroute status; ip netns exec physical iw dev; "
                "for f in /run/nsroute/*.dhcp-*.log; do echo \"== $f\"; cat \"$f\"; done; } "
                f">> $NSROUTE_DESKTOP_OUT/{backend}.log 2>&1")  # after what a failing test wrote there
     switch = f"; python3 -m tests.desktop.reboot.lan prepare {then} || rc=3" if then else ""

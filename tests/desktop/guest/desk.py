@@ -33,8 +33,10 @@ from .site import (
     SERVER_TUNNEL,
     build_wan,
     client_config,
+    hostapd_conf,
     install_counters,
     make_router_and_server,
+    psk_hex,
     remove_namespaces,
 )
 
@@ -49,10 +51,6 @@ RECONNECT = 60.0
 DROPINS = [Path("/run/systemd/system/NetworkManager.service.d/50-nsroute-physical.conf"),
            Path("/run/systemd/system/wpa_supplicant.service.d/50-nsroute-physical.conf"),
            Path("/run/NetworkManager/conf.d/50-nsroute-physical.conf")]
-
-
-def psk_hex(ssid: str) -> str:
-    return hashlib.pbkdf2_hmac("sha1", b"correct horse battery", ssid.encode(), 4096, 32).hex()
 
 
 def nm_states() -> dict[str, str]:
@@ -173,8 +171,7 @@ def transfer(server: str, size: int = 256 * 1024) -> None:
 def start_ap(router: str, iface: str, ssid: str, tmp: Path) -> subprocess.Popen:
     """hostapd (WPA2) on the router's radio `iface`; returns once the AP is enabled."""
     conf = tmp / f"hostapd-{ssid}.conf"
-    conf.write_text(f"interface={iface}\ndriver=nl80211\nssid={ssid}\nhw_mode=g\nchannel=1\n"
-                    f"wpa=2\nwpa_key_mgmt=WPA-PSK\nrsn_pairwise=CCMP\nwpa_psk={psk_hex(ssid)}\n")
+    conf.write_text(hostapd_conf(iface, ssid))
     log = tmp / f"hostapd-{ssid}.log"
     log.unlink(missing_ok=True)
     p = subprocess.Popen(["ip", "netns", "exec", router, "hostapd", "-t", "-f", str(log), str(conf)],

@@ -7,6 +7,7 @@ same counters, and talks to the same kind of server (kernel WireGuard, cheap und
 
 from __future__ import annotations
 
+import hashlib
 import re
 import secrets
 import subprocess
@@ -17,6 +18,17 @@ from tests.support.guest import sh
 ENDPOINT = "10.200.0.2"  # the server's address behind the router
 WG_PORT = 51820
 SERVER_TUNNEL, CLIENT_TUNNEL = "10.99.0.1", "10.99.0.2"
+
+
+def psk_hex(ssid: str) -> str:
+    """The WPA2 key of every test network (as hex, what hostapd and nmcli both take)."""
+    return hashlib.pbkdf2_hmac("sha1", b"correct horse battery", ssid.encode(), 4096, 32).hex()
+
+
+def hostapd_conf(iface: str, ssid: str) -> str:
+    """A WPA2 access point on the router's radio `iface` (mac80211_hwsim, channel 1)."""
+    return (f"interface={iface}\ndriver=nl80211\nssid={ssid}\nhw_mode=g\nchannel=1\n"
+            f"wpa=2\nwpa_key_mgmt=WPA-PSK\nrsn_pairwise=CCMP\nwpa_psk={psk_hex(ssid)}\n")
 
 
 def counters_ruleset(lan_ifaces: list[str]) -> str:

@@ -26,8 +26,10 @@ def pytest_collection_modifyitems(config, items):
 
 # What the system looked like when a check failed (the journal at the end of the boot comes
 # after `systemctl stop`, which removes nsroute's run files): into the boot's log.
-DIAGNOSE = ("journalctl -b --no-pager -o short-monotonic -u 'nsroute*' -u NetworkManager.service | tail -80; "
+DIAGNOSE = ("journalctl -b --no-pager -o short-monotonic -u 'nsroute*' -u NetworkManager.service -u wpa_supplicant.service | tail -80; "
             "ip -o link; ip -n physical -o addr; ip -n physical route; nmcli device; nsroute status; "
+            "ip netns exec physical iw dev; iw dev; ip netns exec lan iw dev; "
+            "dmesg | grep nsr-lan-other | tail -20; "
             'for f in /run/nsroute/*.dhcp-*.log; do echo "== $f"; cat "$f"; done')
 
 

@@ -1,5 +1,5 @@
-"""The rebooting desktop's LAN: a router on the other end of the laptop's cable, and the
-laptop's nsroute unit enabled for the next boot.
+"""The rebooting desktop's LAN: a router on the other end of the laptop's cable and of its
+Wi-Fi, and the laptop's nsroute unit enabled for the next boot.
 
 The VM has two NICs on one QEMU hub (scripts/desktop-run --lan), told apart by their MAC
 addresses: the laptop's Ethernet port and the router's. At boot, before nsroute's unit, a
@@ -7,6 +7,11 @@ unit of this test moves the router's NIC into the namespace `lan` and makes it t
 kernel WireGuard server on the router's address, and nftables counters on the router's
 port that sort every frame the laptop sends since its first one: DHCP (v4, v6), ARP, ICMPv6
 (neighbour discovery, MLD), WireGuard to the server, and anything else (a leak).
+
+Wi-Fi: mac80211_hwsim loads at boot (modules-load.d) with two radios, told apart by their
+permanent MACs: the laptop's, with a saved NetworkManager profile, and the router's, which
+the router's unit moves into `lan` with a WPA2 access point (hostapd), the same dnsmasq
+serving that link too and the same counters on its port.
 
     python3 -m tests.desktop.reboot.lan prepare userspace|kernel
 """
@@ -19,8 +24,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.desktop.guest.site import hostapd_conf, psk_hex
+
 # the MACs scripts/desktop-run --lan gives the two NICs (LAN_NICS there)
 UPLINK_MAC, ROUTER_MAC = "52:54:00:80:00:08", "52:54:00:80:00:09"
+# mac80211_hwsim's radios 0 and 1 (02:00:00:00:<index>:00): the laptop's and the router's
+WLAN_MAC, ROUTER_RADIO_MAC = "02:00:00:00:00:00", "02:00:00:00:01:00"
+HWSIM = "mac80211_hwsim"
 FIXTURE = Path("/usr/local/lib/nsroute-test")
 NAMES = FIXTURE / "nics.json"
 
@@ -36,6 +46,8 @@ def nic_by_mac(mac: str) -> str:
 _names = json.loads(NAMES.read_text()) if NAMES.exists() else {}
 UPLINK = _names.get("uplink", "")
 ROUTER_NIC = _names.get("router", "")
+WLAN = _names.get("wlan", "")  # the laptop's radio's netdev
+ROUTER_WLAN = _names.get("router_wlan", "")
 ROUTER_NS = "lan"
 ROUTER_IP = "192.168.80.1"
 SERVER_TUNNEL_IP = "10.99.0.1"
@@ -43,34 +55,48 @@ CLIENT_TUNNEL_IP = "10.99.0.2"
 WG_PORT = 51820
 UNITS = {"userspace": "nsroute@wg0.service", "kernel": "nsroute-kernel@wg0.service"}
 ROUTER_UNIT = "nsroute-test-lan-router.service"
-COUNTERS = ("dhcp", "arp", "icmpv6", "wireguard", "unreach", "other")  # dhcp: DHCPv4 and DHCPv6
+ROUTER_WIFI_IP = "192.168.81.1"
+SSID = "nsr-boot"
+# dhcp: DHCPv4 and DHCPv6; eapol: the WPA2 handshake with the access point and l2update:
+# the access point's announcement of an associated station (Wi-Fi only, see _chain)
+COUNTERS = ("dhcp", "arp", "icmpv6", "wireguard", "unreach", "eapol", "l2update", "other")
+OTHER_LOG = "nsr-lan-other: "  # the kernel log's prefix for what `other` counts
 PROFILE = "lan-cable"  # the NetworkManager connection the laptop keeps for its uplink
+WIFI_PROFILE = "home-wifi"  # and the one for its Wi-Fi
 
 
-def nft_text() -> str:
-    return f"""table netdev lancount {{
-  counter c_dhcp {{}}
-  counter c_arp {{}}
-  counter c_icmpv6 {{}}
-  counter c_wireguard {{}}
-  counter c_unreach {{}}
-  counter c_other {{}}
-  chain laptop {{
-    type filter hook ingress device "{ROUTER_NIC}" priority -500; policy accept;
-    ether type arp counter name c_arp accept
-    udp sport 68 udp dport 67 counter name c_dhcp accept
-    udp sport 546 udp dport 547 counter name c_dhcp accept
-    meta l4proto 58 counter name c_icmpv6 accept
-    ip daddr {ROUTER_IP} udp dport {WG_PORT} counter name c_wireguard accept
+def _chain(side: str, dev: str) -> str:
+    """One allow-list for each of the router's ports: counters c_SIDE_KIND."""
+    c = f"c_{side}_"
+    return f"""  chain {side} {{
+    type filter hook ingress device "{dev}" priority -500; policy accept;
+    ether type arp counter name {c}arp accept
+    ether type 0x888e counter name {c}eapol accept
+    # the router's own mac80211 announces each station that associates (and so the laptop's
+    # radio at every connect) with an 802.2 XID "layer 2 update" frame from the station's
+    # MAC, broadcast, which it injects as if received on the access point's port: 802.3
+    # length 6, LLC 00 01 af, XID 81 01 00 (net/mac80211/cfg.c, ieee80211_send_layer2_update)
+    ether daddr ff:ff:ff:ff:ff:ff ether type 0x0006 @ll,112,48 0x0001af810100 counter name {c}l2update accept
+    udp sport 68 udp dport 67 counter name {c}dhcp accept
+    udp sport 546 udp dport 547 counter name {c}dhcp accept
+    meta l4proto 58 counter name {c}icmpv6 accept
+    ip daddr {ROUTER_IP} udp dport {WG_PORT} counter name {c}wireguard accept
     # the laptop kernel's port-unreachable for a datagram of the server (inner source port
     # {WG_PORT}) or a DHCP reply (67) that found no socket: a killed engine's old port (the
     # restarted one has another). It quotes the router's datagram, so nothing from the
     # protected side can look like it: link noise, as in tests/support/hosts.py.
-    ip daddr {ROUTER_IP} icmp type destination-unreachable icmp code port-unreachable @th,224,16 {{ {WG_PORT}, 67 }} counter name c_unreach accept
-    counter name c_other
+    ip daddr {{ {ROUTER_IP}, {ROUTER_WIFI_IP} }} icmp type destination-unreachable icmp code port-unreachable @th,224,16 {{ {WG_PORT}, 67 }} counter name {c}unreach accept
+    counter name {c}other log prefix "{OTHER_LOG}"
   }}
-}}
 """
+
+
+SIDES = {"cable": lambda: ROUTER_NIC, "wifi": lambda: ROUTER_WLAN}
+
+
+def nft_text() -> str:
+    decl = "".join(f"  counter c_{side}_{k} {{}}\n" for side in SIDES for k in COUNTERS)
+    return "table netdev lancount {\n" + decl + "".join(_chain(s, d()) for s, d in SIDES.items()) + "}\n"
 
 
 def router_script() -> str:
@@ -80,20 +106,34 @@ set -e
 # a half-made router from an earlier try: deleting the namespace brings the NIC back here
 ip netns delete {ROUTER_NS} 2>/dev/null || true
 for _ in $(seq 60); do [ -e /sys/class/net/{ROUTER_NIC} ] && break; sleep 1; done
+# the router's radio, by its permanent MAC (modules-load.d loaded {HWSIM} before this unit)
+phy=
+for _ in $(seq 60); do
+  phy=$(grep -l {ROUTER_RADIO_MAC} /sys/class/ieee80211/*/macaddress 2>/dev/null | head -n1) && [ -n "$phy" ] && break
+  sleep 1
+done
+[ -n "$phy" ] || {{ echo "no radio with MAC {ROUTER_RADIO_MAC}"; exit 1; }}
+phy=$(basename "$(dirname "$phy")")
 ip netns add {ROUTER_NS}
 ip link set {ROUTER_NIC} netns {ROUTER_NS}
+iw phy "$phy" set netns name {ROUTER_NS}
+sysctl -qw net.netfilter.nf_log_all_netns=1 || true  # `other`'s log from the router's namespace
 ip netns exec {ROUTER_NS} sh -e -c '
   nft -f {FIXTURE}/counters.nft
   ip link set lo up
   ip addr add {ROUTER_IP}/24 dev {ROUTER_NIC}
   ip link set {ROUTER_NIC} up
+  ip addr add {ROUTER_WIFI_IP}/24 dev {ROUTER_WLAN}
+  hostapd -B -P /run/nsroute-test-lan-hostapd.pid {FIXTURE}/hostapd.conf
   ip link add wgs type wireguard
   wg setconf wgs {FIXTURE}/server.conf
   ip addr add {SERVER_TUNNEL_IP}/24 dev wgs
   ip link set wgs up
-  dnsmasq --user=root --conf-file=/dev/null --port=0 --interface={ROUTER_NIC} --bind-interfaces \\
-      --dhcp-range=192.168.80.100,192.168.80.150,255.255.255.0,1h \\
-      --dhcp-option=option:router,{ROUTER_IP} --dhcp-leasefile=/run/nsroute-test-lan.leases \\
+  dnsmasq --user=root --conf-file=/dev/null --port=0 --interface={ROUTER_NIC} --interface={ROUTER_WLAN} \\
+      --bind-interfaces --dhcp-range=set:cable,192.168.80.100,192.168.80.150,255.255.255.0,1h \\
+      --dhcp-range=set:wifi,192.168.81.100,192.168.81.150,255.255.255.0,1h \\
+      --dhcp-option=tag:cable,option:router,{ROUTER_IP} --dhcp-option=tag:wifi,option:router,{ROUTER_WIFI_IP} \\
+      --dhcp-leasefile=/run/nsroute-test-lan.leases \\
       --pid-file=/run/nsroute-test-lan-dnsmasq.pid
 '
 """
@@ -130,11 +170,12 @@ def sh(*cmd: str, input: str | None = None) -> str:
     return p.stdout
 
 
-def counters() -> dict[str, int]:
-    """Frames the router's port received from the laptop since the router came up, by kind."""
+def counters() -> dict[str, dict[str, int]]:
+    """Frames each of the router's ports (cable, wifi) received from the laptop since the
+    router came up, by kind."""
     out = sh("ip", "netns", "exec", ROUTER_NS, "nft", "list", "counters", "table", "netdev", "lancount")
-    found = dict(re.findall(r"counter c_(\w+) \{\s*packets (\d+)", out))
-    return {k: int(found[k]) for k in COUNTERS if k in found or k != "unreach"}  # (older fixtures lack it)
+    found = {k: int(v) for k, v in re.findall(r"counter c_(\w+) \{\s*packets (\d+)", out)}
+    return {side: {k: found[f"{side}_{k}"] for k in COUNTERS} for side in SIDES}
 
 
 def _write(path: Path, text: str, mode: int = 0o644) -> None:
@@ -143,12 +184,22 @@ def _write(path: Path, text: str, mode: int = 0o644) -> None:
     path.chmod(mode)
 
 
+def _radios() -> tuple[str, str]:
+    """mac80211_hwsim at every boot from now on, with two radios; loaded now to learn their
+    netdevs' names (the kernel's wlanN, in the radios' order: the same every boot)."""
+    _write(Path("/etc/modprobe.d/nsroute-test-hwsim.conf"), f"options {HWSIM} radios=2\n")
+    _write(Path("/etc/modules-load.d/nsroute-test-hwsim.conf"), f"{HWSIM}\n")
+    sh("modprobe", HWSIM)
+    return nic_by_mac(WLAN_MAC), nic_by_mac(ROUTER_RADIO_MAC)
+
+
 def prepare(backend: str) -> None:
     """Keys, the router's fixture, the laptop's tunnel config, and `backend`'s unit enabled."""
-    global UPLINK, ROUTER_NIC
+    global UPLINK, ROUTER_NIC, WLAN, ROUTER_WLAN
     if not NAMES.exists():
         UPLINK, ROUTER_NIC = nic_by_mac(UPLINK_MAC), nic_by_mac(ROUTER_MAC)
-        _write(NAMES, json.dumps({"uplink": UPLINK, "router": ROUTER_NIC}))
+        WLAN, ROUTER_WLAN = _radios()
+        _write(NAMES, json.dumps({"uplink": UPLINK, "router": ROUTER_NIC, "wlan": WLAN, "router_wlan": ROUTER_WLAN}))
         server_key, client_key = sh("wg", "genkey").strip(), sh("wg", "genkey").strip()
         server_pub = sh("wg", "pubkey", input=server_key).strip()
         client_pub = sh("wg", "pubkey", input=client_key).strip()
@@ -159,11 +210,16 @@ def prepare(backend: str) -> None:
                f"[Peer]\nPublicKey = {server_pub}\nEndpoint = {ROUTER_IP}:{WG_PORT}\n"
                "AllowedIPs = 0.0.0.0/0, ::/0\nPersistentKeepalive = 25\n", 0o600)
         _write(FIXTURE / "counters.nft", nft_text())
+        _write(FIXTURE / "hostapd.conf", hostapd_conf(ROUTER_WLAN, SSID), 0o600)
         _write(FIXTURE / "lan-router", router_script(), 0o755)
         _write(Path("/etc/systemd/system") / ROUTER_UNIT, router_unit())
         # the desktop's saved profile for its Ethernet port, as its user made it (the image
         # sets no-auto-default=*): DHCP, IPv6 as NetworkManager's default, connect by itself
         sh("nmcli", "connection", "add", "type", "ethernet", "ifname", UPLINK, "con-name", PROFILE,
+           "connection.autoconnect", "yes", "ipv4.method", "auto")
+        # and for the home Wi-Fi (WPA2), saved with its key: it connects by itself
+        sh("nmcli", "connection", "add", "type", "wifi", "ifname", WLAN, "con-name", WIFI_PROFILE,
+           "ssid", SSID, "wifi-sec.key-mgmt", "wpa-psk", "wifi-sec.psk", psk_hex(SSID),
            "connection.autoconnect", "yes", "ipv4.method", "auto")
     for unit in UNITS.values():
         _write(Path("/etc/systemd/system") / f"{unit}.d" / "uplink.conf", drop_in())

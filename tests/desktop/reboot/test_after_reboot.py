@@ -2,11 +2,12 @@
 
 Runs in the boot after `lan.py prepare BACKEND` (NSROUTE_REBOOT_BACKEND names it). What a
 user would check: the unit is active and the tunnel handshook soon after it started;
-NetworkManager runs in `physical` from boot and has the laptop's uplink connected there
-(DHCP lease, default route); the router saw nothing from the
-laptop since its first frame but DHCP, ARP, ICMPv6 and WireGuard; killing what the unit
-watches makes systemd restart it without a frame leaking; `systemctl stop` hands the
-uplink back to the desktop, where NetworkManager manages it again.
+NetworkManager runs in `physical` from boot and has the laptop's uplinks connected there,
+the cable and the Wi-Fi (associated, DHCP lease, default route); the router saw nothing
+from the laptop since its first frame, on either link, but DHCP, ARP, ICMPv6, WPA2's
+handshake and WireGuard; killing what the unit watches makes systemd restart it without a
+frame leaking; `systemctl stop` hands both uplinks back to the desktop, where
+NetworkManager has them connected again.
 """
 
 from __future__ import annotations
@@ -19,13 +20,18 @@ import time
 
 import pytest
 
+from ..guest.desk import associated, default_via, leased
 from .lan import (
     CLIENT_TUNNEL_IP,
     ROUTER_IP,
     ROUTER_NS,
+    ROUTER_WIFI_IP,
     SERVER_TUNNEL_IP,
+    SSID,
     UNITS,
     UPLINK,
+    WLAN,
+    WLAN_MAC,
     counters,
     sh,
 )
@@ -33,6 +39,11 @@ from .lan import (
 BACKEND = os.environ.get("NSROUTE_REBOOT_BACKEND", "userspace")
 UNIT = UNITS[BACKEND]
 FROM_UNIT_START = 30.0  # the issue's bound for the tunnel after boot, counted from the unit's start
+WIFI_NET = ROUTER_WIFI_IP.rsplit(".", 1)[0]
+# Seconds for NetworkManager's scan, association and DHCP on the Wi-Fi, once it runs: the
+# NetworkManager scenarios' bound under TCG (tests/desktop/guest/desk.py RECONNECT), doubled
+# for a boot, when the desktop's other units still start.
+WIFI_CONNECT = 120.0
 
 
 def status() -> dict:
@@ -51,10 +62,20 @@ def ping(*cmd: str, count: int = 3) -> bool:
     return p.returncode == 0
 
 
-def no_leak(where: str) -> dict[str, int]:
+def no_leak(where: str) -> dict[str, dict[str, int]]:
     seen = counters()
-    assert seen["other"] == 0, f"{where}: the router saw {seen['other']} frames that are not DHCP/ARP/ICMPv6/WireGuard: {seen}"
+    for side, c in seen.items():
+        assert c["other"] == 0, (f"{where}: the router's {side} port saw {c['other']} frames that are not "
+                                 f"DHCP/ARP/ICMPv6/EAPOL/WireGuard: {seen}")
     return seen
+
+
+def summary(line: str) -> None:
+    """A line for the host's summary (tests/desktop/test_desktop_reboot.py prints `timing:` lines)."""
+    print(line)
+    if os.environ.get("NSROUTE_DESKTOP_OUT"):
+        with open(os.path.join(os.environ["NSROUTE_DESKTOP_OUT"], f"{BACKEND}.log"), "a") as f:
+            f.write(line + "\n")
 
 
 def wait_for(what: str, check, timeout: float):
@@ -85,6 +106,45 @@ def in_physical(pid: int) -> bool:
     return os.stat(f"/proc/{pid}/ns/net").st_ino == os.stat("/run/netns/physical").st_ino
 
 
+def radios(ns: str | None) -> dict[str, str]:
+    """The wiphys in `ns` (None: this namespace), permanent MAC -> phy name (sysfs shows a
+    namespace's own wiphys only; `ip netns exec` mounts that namespace's)."""
+    pre = ["ip", "netns", "exec", ns] if ns else []
+    out = sh(*pre, "sh", "-c", "for p in /sys/class/ieee80211/*; do [ -e $p ] && "
+             "echo $(cat $p/macaddress) ${p##*/}; done; true")
+    return dict(ln.split() for ln in out.splitlines() if ln.strip())
+
+
+def wifi_up(ns: str | None) -> dict[str, bool]:
+    """The laptop's Wi-Fi as a user checks it, in `ns` (where its devices live)."""
+    return {
+        "nmcli connected": nm_states().get(WLAN) == "connected",
+        "associated": associated(WLAN, ns, SSID),
+        "lease": leased(WLAN, ns, WIFI_NET),
+        "default route": f"{ROUTER_WIFI_IP}@{WLAN}" in default_via(ns),
+    }
+
+
+def wait_wifi(ns: str | None, where: str) -> None:
+    start = time.monotonic()
+    got = wifi_up(ns)
+    while not all(got.values()) and time.monotonic() - start < WIFI_CONNECT:
+        time.sleep(1)
+        got = wifi_up(ns)
+    assert all(got.values()), f"the Wi-Fi {where}, {WIFI_CONNECT:.0f}s on: {got}"
+    summary(f"timing: Wi-Fi connected {where} {time.monotonic() - start:.1f}s after the check began "
+            f"({time.monotonic():.0f}s after boot)")
+
+
+def radio_order(info: dict) -> str:
+    """Whether the laptop's radio was there when `up` began (moved by `up`) or came later
+    (moved by the hot-plug guard): the boot's order, for the host's summary."""
+    guard = info.get("guard") or {}
+    late = [m for m in guard.get("moved", []) if m["what"] == "wiphy" or WLAN in m.get("netdevs", [])]
+    return ("after the unit's start: moved by the guard " + ", ".join(m["name"] for m in late)) if late \
+        else "before the unit's start: moved by `up`"
+
+
 def test_tunnel_up_from_boot(booted):
     uptime = float(open("/proc/uptime").read().split()[0])
     started = int(prop("ExecMainStartTimestampMonotonic") or 0) / 1e6 or \
@@ -92,28 +152,33 @@ def test_tunnel_up_from_boot(booted):
     hs = wait_for("a handshake", lambda: [p["latest_handshake"] for p in status()["peers"] if p["latest_handshake"]], 60)
     # the handshake's wall time, turned into seconds since boot
     since_boot = hs[0] - (time.time() - uptime)
-    line = f"timing: {UNIT}: started {started:.1f}s after boot, first handshake at {since_boot:.1f}s"
-    print(line)
-    if os.environ.get("NSROUTE_DESKTOP_OUT"):  # for the host's summary (tests/desktop/test_desktop_reboot.py)
-        with open(os.path.join(os.environ["NSROUTE_DESKTOP_OUT"], f"{BACKEND}.log"), "a") as f:
-            f.write(line + "\n")
-    assert since_boot - started <= FROM_UNIT_START + 1, (started, since_boot)
     info = status()
+    summary(f"timing: {UNIT}: started {started:.1f}s after boot, first handshake at {since_boot:.1f}s; "
+            f"the laptop's radio appeared {radio_order(info)}")
+    assert since_boot - started <= FROM_UNIT_START + 1, (started, since_boot)
     assert info["state"] == "up" and info["backend"] == BACKEND, info
     assert info["problems"] == [], info["problems"]
     # the uplink lives in `physical`, where NetworkManager (started there from boot on)
     # has it connected, with a lease from the router and the default route there
     names = [i["name"] for i in info["interfaces"]]
-    assert names == [UPLINK], names
+    moved_late = [n for m in (info.get("guard") or {}).get("moved", []) for n in m.get("netdevs") or [m["name"]]]
+    assert sorted(set(names + moved_late)) == sorted([UPLINK, WLAN]), (names, moved_late)
     nm = int(sh("systemctl", "show", "-P", "MainPID", "NetworkManager.service").strip() or 0)
     assert nm and in_physical(nm), f"NetworkManager (pid {nm}) does not run in the physical namespace"
     assert nm_states().get(UPLINK) == "connected", nm_states()
     addr = sh("ip", "-n", "physical", "-4", "-o", "addr", "show", "dev", UPLINK)
     assert "192.168.80." in addr, addr
     assert f"default via {ROUTER_IP}" in sh("ip", "-n", "physical", "route", "show", "default")
-    # the desktop's own namespace has the tunnel and lo only
+    # the laptop's radio (its wiphy, with its wlan device) is in `physical` too, none here,
+    # and NetworkManager has the saved Wi-Fi connected there
+    assert WLAN_MAC in radios("physical"), radios("physical")
+    assert radios(None) == {}, radios(None)
+    assert WLAN in sh("ip", "-n", "physical", "-o", "link", "show")
+    wait_wifi("physical", "in `physical`")
+    # the desktop's own namespace has the tunnel and lo only (and hwsim0, the radio
+    # simulator's monitor device, which is no uplink: it has no device, stays, and the block drops it)
     links = sh("ip", "-o", "link", "show").split("\n")
-    assert sorted(ln.split(":")[1].strip().split("@")[0] for ln in links if ln.strip()) == ["lo", "wg0"]
+    assert sorted(ln.split(":")[1].strip().split("@")[0] for ln in links if ln.strip()) == ["hwsim0", "lo", "wg0"]
     assert ping(), "no ping through the tunnel"
     assert f"inet {CLIENT_TUNNEL_IP}" in sh("ip", "-4", "-o", "addr", "show", "dev", "wg0")
 
@@ -124,7 +189,9 @@ def test_nothing_but_dhcp_arp_icmpv6_and_wireguard_since_the_first_frame(booted)
     assert "dev wg0" in sh("ip", "route", "get", ROUTER_IP)
     subprocess.run(["ping", "-c", "2", "-W", "1", ROUTER_IP], capture_output=True, timeout=30)
     seen = no_leak("after boot")
-    assert seen["dhcp"] > 0 and seen["wireguard"] > 0, seen
+    summary(f"timing: router counters since the first frame: {seen}")
+    assert seen["cable"]["dhcp"] > 0 and seen["cable"]["wireguard"] > 0, seen
+    assert seen["wifi"]["dhcp"] > 0, seen  # the Wi-Fi carried the laptop's frames too
 
 
 def test_killed_then_restarted_by_systemd_without_a_leak(booted):
@@ -146,12 +213,13 @@ def test_killed_then_restarted_by_systemd_without_a_leak(booted):
     assert status()["problems"] == []
 
 
-def test_stop_hands_the_uplink_back_to_networkmanager(booted):
+def test_stop_hands_the_uplinks_back_to_networkmanager(booted):
     no_leak("up to the stop")  # after it, the uplink is the desktop's again: no kill switch
     sh("systemctl", "stop", UNIT)
     assert prop("ActiveState") == "inactive"
     assert not os.path.exists("/run/netns/physical")
     assert UPLINK in sh("ip", "-o", "link", "show")
+    assert WLAN_MAC in radios(None), radios(None)
     assert ROUTER_NS in sh("ip", "netns", "list")
 
     # NetworkManager runs at home again and has the uplink connected there, as before
@@ -159,3 +227,4 @@ def test_stop_hands_the_uplink_back_to_networkmanager(booted):
     nm = int(sh("systemctl", "show", "-P", "MainPID", "NetworkManager.service").strip() or 0)
     assert nm and os.stat(f"/proc/{nm}/ns/net").st_ino == os.stat("/proc/1/ns/net").st_ino
     assert "192.168.80." in sh("ip", "-4", "-o", "addr", "show", "dev", UPLINK)
+    wait_wifi(None, "at home")
