@@ -213,12 +213,23 @@ def test_wifi_uplink_reassociates_after_a_driver_reset(site, backend):
         hwsim.close()
 
 
-def rfkill_of(phy: str) -> Path:
-    """The rfkill switch of a radio (cfg80211 names it after the phy; the class is not per namespace)."""
+def rfkill_of(phy: str) -> str:
+    """The rfkill switch (rfkillN) of a radio here: cfg80211 names it after the phy.
+
+    The class lists every switch, but sysfs shows a switch's attributes only in the
+    namespace its radio is in (the others' links dangle)."""
     for d in Path("/sys/class/rfkill").iterdir():
-        if (d / "name").read_text().strip() == phy:
-            return d
+        try:
+            if (d / "name").read_text().strip() == phy:
+                return d.name
+        except OSError:
+            continue
     raise AssertionError(f"no rfkill named {phy}: {os.listdir('/sys/class/rfkill')}")
+
+
+def soft_block(ns: Netns, rfkill: str, on: bool) -> None:
+    """What the Wi-Fi key or airplane mode does, written where the radio's sysfs is."""
+    ns.exec("sh", "-c", f"echo {int(on)} > /sys/class/rfkill/{rfkill}/soft")
 
 
 @pytest.mark.parametrize("backend", ["userspace", "kernel"])
@@ -229,7 +240,6 @@ def test_wifi_uplink_comes_back_after_rfkill(site, backend):
     the default route back long before the lease's own renewal time (a minute here)."""
     L, ph = site.laptop, Netns(site.physical)
     hwsim = hp.Hwsim()
-    rfkill = None
     try:
         before = hp.phys_here()
         hwsim.new_radio()
@@ -255,13 +265,13 @@ def test_wifi_uplink_comes_back_after_rfkill(site, backend):
             wait_for(lambda: tunnel_answers(site), 90, what="the tunnel to answer over Wi-Fi")
             acks_before = acks(site, site.ap_wlan)
 
-            (rfkill / "soft").write_text("1")
+            soft_block(ph, rfkill, True)
             wait_for(lambda: not associated(), 30, what="the radio to go quiet")
             wait_for(lambda: default not in ph.ip("-4", "route").stdout, 10, what="the route flushed with the link")
             assert not tunnel_answers(site)  # no other way to the VPN server
             time.sleep(2)
             unblocked = time.monotonic()
-            (rfkill / "soft").write_text("0")
+            soft_block(ph, rfkill, False)
 
             wait_for(associated, 90, what="re-association in physical")
             wait_for(lambda: default in ph.ip("-4", "route").stdout, 30,
@@ -277,7 +287,7 @@ def test_wifi_uplink_comes_back_after_rfkill(site, backend):
             assert g["revived"] == [] and g["errors"] == [], g  # the radio never went
             assert hp.laptop_links(site) == sorted(["lo", site.tun])
         finally:
-            (rfkill / "soft").write_text("0")
+            soft_block(ph, rfkill, False)
             r = site.down(timeout=600)
         assert r.returncode == 0, r.stderr
         assert WIFI_NAME in L.links()
