@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .. import fsmode
-from . import guard, linkup, netns, procs, revive, selfcmd, wifi
+from . import guard, linkup, netns, procs, revive, rfkill, selfcmd, wifi
 from .errors import HostError
 from .state import Proc
 
@@ -140,6 +140,10 @@ def serve(physical: str, baseline_: dict[str, list[int]], store_dir: Path, stem:
 
     g.revive = again
     g.extras.append(linkup.Watch(physical, store_dir, stem, marker(store_dir, stem), g.log, g.note))
+    try:
+        g.extras.append(rfkill.Watch(physical, store_dir, stem, g.log))
+    except OSError as e:  # no rfkill in this kernel (or not yet loaded): no radio to unblock either
+        g.log(f"guard: not watching rfkill: {e}")
     return g.run()
 
 

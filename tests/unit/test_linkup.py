@@ -101,3 +101,17 @@ def test_link_states_from_a_netlink_datagram():
     got = [(k, ln["index"], ln["ifname"], linkup.usable(ln)) for k, ln in kernel.link_messages(data)]
     assert got == [(NEW, 5, "eth1", True), (NEW, 5, "eth1", False), (DEL, 6, "usb0", False)]
     assert guard.link_events(data) == [(NEW, 5, "eth1"), (NEW, 5, "eth1"), (DEL, 6, "usb0")]
+
+
+def test_a_wifi_switch_unblocked_after_being_blocked_is_the_edge():
+    from nsroute.host import rfkill
+
+    seen: dict[int, bool] = {}
+    W, ADD, CHANGE, DEL = rfkill.TYPE_WLAN, rfkill.OP_ADD, rfkill.OP_CHANGE, rfkill.OP_DEL
+    assert not rfkill.unblocked(seen, [(0, W, ADD, 0, 0), (1, W, ADD, 1, 0)])  # first states only
+    assert not rfkill.unblocked(seen, [(0, W, CHANGE, 1, 0)])  # blocked
+    assert not rfkill.unblocked(seen, [(0, W, CHANGE, 0, 1)])  # hard-blocked still
+    assert rfkill.unblocked(seen, [(0, W, CHANGE, 0, 0)])
+    assert not rfkill.unblocked(seen, [(0, W, CHANGE, 0, 0)])  # unblocked again: no edge
+    assert not rfkill.unblocked(seen, [(2, 2, ADD, 1, 0), (2, 2, CHANGE, 0, 0)])  # Bluetooth
+    assert not rfkill.unblocked(seen, [(1, W, DEL, 1, 0), (1, W, CHANGE, 0, 0)])  # gone, then unknown

@@ -249,7 +249,9 @@ def test_wifi_uplink_comes_back_after_rfkill(site, backend):
         (dev,) = os.listdir(f"/sys/class/ieee80211/{phy}/device/net")
         L.ip("link", "set", dev, "name", WIFI_NAME)
         pidfile = site.tmp / "wpa.pid.up"  # the fixture ends it
-        L.exec("wpa_supplicant", "-B", "-i", WIFI_NAME, "-c", str(site.wpa_conf), "-P", str(pidfile))
+        wpa_log = site.tmp / "wpa.log"  # `up` restarts it with these arguments: its log tells on failure
+        L.exec("wpa_supplicant", "-B", "-i", WIFI_NAME, "-c", str(site.wpa_conf), "-P", str(pidfile),
+               "-f", str(wpa_log), "-d")
         wait_for(lambda: "Connected" in L.exec("iw", "dev", WIFI_NAME, "link").stdout, 60, what="association")
         lease(site, WIFI_NAME, metric=50)  # Wi-Fi the only way to the VPN
         L.ip("-4", "route", "flush", "exact", "0.0.0.0/0", "dev", "eth0")
@@ -273,7 +275,13 @@ def test_wifi_uplink_comes_back_after_rfkill(site, backend):
             unblocked = time.monotonic()
             soft_block(ph, rfkill, False)
 
-            wait_for(associated, 90, what="re-association in physical")
+            try:
+                wait_for(associated, 90, what="re-association in physical")
+            except AssertionError:
+                print(ph.ip("link", "show", WIFI_NAME).stdout, ph.exec("cat", f"/sys/class/rfkill/{rfkill}/soft").stdout)
+                print("\n".join(ln for ln in wpa_log.read_text().splitlines()
+                                if any(w in ln.lower() for w in ("rfkill", "interface", "state", "ifup", "flags"))))
+                raise
             wait_for(lambda: default in ph.ip("-4", "route").stdout, 30,
                      what="the default route through Wi-Fi again")
             print(f"default route back {time.monotonic() - unblocked:.1f}s after the unblock")
