@@ -162,18 +162,24 @@ def test_usb_uplink_on_dhcp_comes_back(site, backend):
     assert not os.path.exists(f"/run/netns/{site.physical}")
 
 
+def laptop_radio(hwsim: hp.Hwsim, L: Netns) -> str:
+    """A new radio on the laptop, its interface named as udev would (WIFI_NAME): its phy."""
+    before = hp.phys_here()
+    hwsim.new_radio()
+    wait_for(lambda: hp.phys_here() - before, 30, what="the laptop's radio")
+    (phy,) = hp.phys_here() - before
+    (dev,) = os.listdir(f"/sys/class/ieee80211/{phy}/device/net")
+    L.ip("link", "set", dev, "name", WIFI_NAME)
+    return phy
+
+
 @pytest.mark.parametrize("backend", ["userspace", "kernel"])
 def test_wifi_uplink_reassociates_after_a_driver_reset(site, backend):
     L, ph = site.laptop, Netns(site.physical)
     hwsim = hp.Hwsim()
     try:
-        before = hp.phys_here()
-        hwsim.new_radio()
-        wait_for(lambda: hp.phys_here() - before, 30, what="the laptop's radio")
-        (phy,) = hp.phys_here() - before
+        phy = laptop_radio(hwsim, L)
         mac = Path(f"/sys/class/ieee80211/{phy}/macaddress").read_text().strip()
-        (dev,) = os.listdir(f"/sys/class/ieee80211/{phy}/device/net")
-        L.ip("link", "set", dev, "name", WIFI_NAME)
         pidfile = site.tmp / "wpa.pid.up"  # the fixture ends it
         L.exec("wpa_supplicant", "-B", "-i", WIFI_NAME, "-c", str(site.wpa_conf), "-P", str(pidfile))
         wait_for(lambda: "Connected" in L.exec("iw", "dev", WIFI_NAME, "link").stdout, 60, what="association")
@@ -235,19 +241,14 @@ def soft_block(ns: Netns, rfkill: str, on: bool) -> None:
 @pytest.mark.parametrize("backend", ["userspace", "kernel"])
 def test_wifi_uplink_comes_back_after_rfkill(site, backend):
     """Soft-blocked (the laptop's Wi-Fi key, airplane mode) and unblocked while up: the
-    radio stays, cfg80211 closes its netdev, the kernel flushes its routes. wpa_supplicant
-    brings it up and associates again; the guard has its DHCP client renew, which puts
-    the default route back long before the lease's own renewal time (a minute here)."""
+    radio stays, cfg80211 closes its netdev, the kernel flushes its routes. The guard
+    brings the interface up again (wpa_supplicant in `physical` has no rfkill), which
+    associates again; the guard has its DHCP client renew, which puts the default route
+    back long before the lease's own renewal time (a minute here)."""
     L, ph = site.laptop, Netns(site.physical)
     hwsim = hp.Hwsim()
     try:
-        before = hp.phys_here()
-        hwsim.new_radio()
-        wait_for(lambda: hp.phys_here() - before, 30, what="the laptop's radio")
-        (phy,) = hp.phys_here() - before
-        rfkill = rfkill_of(phy)
-        (dev,) = os.listdir(f"/sys/class/ieee80211/{phy}/device/net")
-        L.ip("link", "set", dev, "name", WIFI_NAME)
+        rfkill = rfkill_of(laptop_radio(hwsim, L))
         pidfile = site.tmp / "wpa.pid.up"  # the fixture ends it
         wpa_log = site.tmp / "wpa.log"  # `up` restarts it with these arguments: its log tells on failure
         L.exec("wpa_supplicant", "-B", "-i", WIFI_NAME, "-c", str(site.wpa_conf), "-P", str(pidfile),
