@@ -72,6 +72,11 @@ def start(ifname: str, ns: str, resolv_path: str, log: Path,
     return procs.record(p.pid, f"dhcp {ifname}", argv)
 
 
+def serves(argv: list[str], ifname: str) -> bool:
+    """A udhcpc command line (as `start` makes it) for interface `ifname`."""
+    return any(a == "-i" and b == ifname for a, b in zip(argv, argv[1:], strict=False))
+
+
 def wanted(snap: dict) -> bool:
     """An uplink whose snapshot had a lease, or no IPv4 address at all, keeps a DHCP client."""
     return bool(snap.get("dynamic") or snap.get("unconfigured"))

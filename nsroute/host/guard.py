@@ -30,6 +30,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from .. import fsmode
 from . import interfaces as ifaces
@@ -116,6 +117,7 @@ class Record:
     moved: list[Moved] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     revived: list[dict] = field(default_factory=list)  # former uplinks set up again (revive.py)
+    renewed: list[dict] = field(default_factory=list)  # uplinks up again, DHCP renewed (linkup.py)
 
     def save(self, path: Path) -> None:
         fsmode.replace_file(path, json.dumps(asdict(self), indent=1), 0o600)
@@ -128,13 +130,21 @@ class Record:
             return cls()
         return cls(pid=raw.get("pid", 0), started=raw.get("started", 0.0),
                    moved=[Moved(**m) for m in raw.get("moved", [])], errors=list(raw.get("errors", [])),
-                   revived=list(raw.get("revived", [])))
+                   revived=list(raw.get("revived", [])), renewed=list(raw.get("renewed", [])))
 
 
 # ------------------------------------------------------------------ the watcher
 
 
-def _netlink(proto: int, groups: Iterable[int]) -> socket.socket:
+class Extra(Protocol):
+    """A socket the guard's loop listens to besides its own: `ready` when readable."""
+
+    def fileno(self) -> int: ...
+    def ready(self) -> None: ...
+    def close(self) -> None: ...
+
+
+def netlink(proto: int, groups: Iterable[int]) -> socket.socket:
     s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, proto)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
     s.bind((0, 0))
@@ -182,6 +192,7 @@ class Guard:
         self.record.pid, self.record.started = os.getpid(), time.time()
         self.log = log or (lambda m: print(m, file=sys.stderr, flush=True))
         self._nl80211: socket.socket | None = None
+        self.extras: list[Extra] = []  # more to listen to in the same loop (linkup.py)
 
     # -- moving
     def sweep(self) -> None:
@@ -244,6 +255,11 @@ class Guard:
             self.record.revived += done
             self.record.save(self.record_path)
 
+    def note(self, entry: dict, keep: int = 50) -> None:
+        """What an extra watch did (the last `keep`), for `status`."""
+        self.record.renewed = [*self.record.renewed, entry][-keep:]
+        self.record.save(self.record_path)
+
     def _error(self, msg: str) -> None:
         self.record.errors.append(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {msg}")
         self.record.save(self.record_path)
@@ -252,8 +268,8 @@ class Guard:
     # -- listening
     def run(self, ready: Callable[[], None] | None = None) -> int:
         """Serve until SIGTERM/SIGINT; subscriptions first, then one sweep, then events."""
-        rtnl = _netlink(socket.NETLINK_ROUTE, [RTMGRP_LINK])
-        ctrl = _netlink(NETLINK_GENERIC, [GENL_ID_CTRL])
+        rtnl = netlink(socket.NETLINK_ROUTE, [RTMGRP_LINK])
+        ctrl = netlink(NETLINK_GENERIC, [GENL_ID_CTRL])
         self._subscribe_nl80211()
         stop_r, stop_w = os.pipe()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -268,6 +284,7 @@ class Guard:
             while True:
                 fds = [rtnl, ctrl, stop_r] + ([self._nl80211] if self._nl80211 else [])
                 fds += [engine_fd] if engine_fd is not None else []
+                fds += self.extras
                 readable, _, _ = select.select(fds, [], [])
                 if stop_r in readable:
                     if b"x" in os.read(stop_r, 64):
@@ -281,7 +298,10 @@ class Guard:
                     self.log(f"guard: the tunnel {self.tunnel} is gone; ending too")
                     return TUNNEL_GONE
                 self._on_wireless(readable, ctrl)
+                self._on_extras(readable)
         finally:
+            for x in self.extras:
+                x.close()
             for s in (rtnl, ctrl, self._nl80211):
                 if s is not None:
                     s.close()
@@ -297,6 +317,14 @@ class Guard:
         if self._nl80211 is not None and self._nl80211 in readable:
             self._nl80211.recv(1 << 16)
             self.sweep()
+
+    def _on_extras(self, readable: list) -> None:
+        for x in self.extras:
+            if x in readable:
+                try:
+                    x.ready()
+                except Exception as e:  # told, and the guard goes on guarding
+                    self._error(f"{type(x).__name__}: {e!r}")
 
     def _rewatch(self, old_fd: int | None) -> int | None:
         """Learn (again) what to end with; a pidfd of the engine (readable once it ends)."""
@@ -325,7 +353,7 @@ class Guard:
         group = _nl80211_config_group()
         if group is None:
             return False
-        self._nl80211 = _netlink(NETLINK_GENERIC, [group])
+        self._nl80211 = netlink(NETLINK_GENERIC, [group])
         return True
 
     def _on_links(self, data: bytes) -> bool:
@@ -348,15 +376,7 @@ def _read(path: Path) -> str:
 
 def link_events(data: bytes) -> list[tuple[int, int, str]]:
     """(RTM_NEWLINK or RTM_DELLINK, ifindex, name) of each link message in a datagram."""
-    from pyroute2.netlink.rtnl.marshal import MarshalRtnl
-
-    out = []
-    for msg in MarshalRtnl().parse(data):
-        kind = msg["header"]["type"]
-        name = msg.get_attr("IFLA_IFNAME")
-        if kind in (RTM_NEWLINK, RTM_DELLINK) and name:
-            out.append((kind, msg["index"], name))
-    return out
+    return [(kind, link["index"], link["ifname"]) for kind, link in kernel.link_messages(data)]
 
 
 def new_links(data: bytes) -> list[tuple[int, str]]:

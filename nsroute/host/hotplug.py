@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .. import fsmode
-from . import guard, netns, procs, revive, selfcmd, wifi
+from . import guard, linkup, netns, procs, revive, rfkill, selfcmd, wifi
 from .errors import HostError
 from .state import Proc
 
@@ -40,10 +40,8 @@ def stop(guard_proc: Proc | None, record_path: Path, physical: str, marker: str)
         procs.stop(p)
     if not netns.exists(physical):
         return
-    for program in DAEMONS:
-        for pid, argv in procs.find(program, netns.path_of(physical)):
-            if any(a.startswith(marker) for a in argv):
-                procs.stop(procs.record(pid, program, argv))
+    for p in procs.marked(DAEMONS, netns.path_of(physical), marker):
+        procs.stop(p)
 
 
 def hand_back(record_path: Path, physical: str, warn: Callable[[str], None]) -> None:
@@ -76,6 +74,12 @@ def hand_back(record_path: Path, physical: str, warn: Callable[[str], None]) -> 
 
 
 # ------------------------------------------------------------------ the process
+
+
+def marker(store_dir: Path, stem: str) -> str:
+    """The prefix of the deployment's files, one of which each of its daemons names on its
+    command line (a DHCP client's pid file): how they are known without a record."""
+    return f"{store_dir / stem}."
 
 
 def record_path(store_dir: Path, stem: str) -> Path:
@@ -135,6 +139,11 @@ def serve(physical: str, baseline_: dict[str, list[int]], store_dir: Path, stem:
         return r.netdev(m.index, m.name, m.mac, earlier)
 
     g.revive = again
+    g.extras.append(linkup.Watch(physical, store_dir, stem, marker(store_dir, stem), g.log, g.note))
+    try:
+        g.extras.append(rfkill.Watch(physical, store_dir, stem, g.log))
+    except OSError as e:  # no rfkill in this kernel (or not yet loaded): no radio to unblock either
+        g.log(f"guard: not watching rfkill: {e}")
     return g.run()
 
 

@@ -72,6 +72,16 @@ def _link(msg: Any) -> dict[str, Any]:
             "up": bool(flags & IFF_UP), "lower_up": bool(flags & IFF_LOWER_UP)}
 
 
+def link_messages(data: bytes) -> list[tuple[int, dict[str, Any]]]:
+    """(message type, link record) of each RTM_NEWLINK / RTM_DELLINK in a netlink datagram
+    (what a socket subscribed to link changes receives)."""
+    from pyroute2.netlink.rtnl import RTM_DELLINK, RTM_NEWLINK
+    from pyroute2.netlink.rtnl.marshal import MarshalRtnl
+
+    return [(m["header"]["type"], _link(m)) for m in MarshalRtnl().parse(data)
+            if m["header"]["type"] in (RTM_NEWLINK, RTM_DELLINK) and m.get_attr("IFLA_IFNAME")]
+
+
 # ------------------------------------------------------------------ reading
 
 

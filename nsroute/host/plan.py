@@ -94,7 +94,7 @@ def _stop_guard(ctx: Ctx) -> None:
     daemons in `physical` (some the guard may have started but not recorded)."""
     store = ctx.store
     hotplug.stop(ctx.st.guard, hotplug.record_path(store.dir, store.path.stem), ctx.st.physical,
-                 f"{store.dir / store.path.stem}.")
+                 hotplug.marker(store.dir, store.path.stem))
 
 
 def _hand_back(ctx: Ctx) -> None:

@@ -95,6 +95,14 @@ def find(program: str, netns_path: str | None = None) -> list[tuple[int, list[st
     return found
 
 
+def marked(programs: tuple[str, ...], netns_path: str, marker: str) -> list[Proc]:
+    """The running `programs` in one namespace that name a file starting with `marker` on
+    their command line: how nsroute knows the daemons of one deployment (its DHCP clients
+    carry a pid file of its state directory, its wpa_supplicants theirs) without a record."""
+    return [record(pid, program, argv) for program in programs for pid, argv in find(program, netns_path)
+            if any(a.startswith(marker) for a in argv)]
+
+
 def last_line(log: Path) -> str:
     """The last non-empty line a process wrote to its log: what to tell when it failed."""
     try:

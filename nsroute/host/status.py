@@ -93,7 +93,7 @@ def _guard(st: State, record: Record | None) -> dict[str, Any] | None:
                       for m in rec.moved],
             "revived": [{k: r.get(k) for k in ("name", "arrived_as", "what", "time", "failures")}
                         | {"pids": [p["pid"] for p in r.get("procs", [])]} for r in rec.revived],
-            "errors": rec.errors}
+            "renewed": rec.renewed, "errors": rec.errors}
 
 
 def gather(st: State, now: float | None = None, guard: Record | None = None, full: bool = True) -> dict[str, Any]:
@@ -189,6 +189,29 @@ def _ago(seconds: float | None) -> str:
     return f"{h} h {m} min ago"
 
 
+def _guard_lines(g: dict[str, Any] | None) -> list[str]:
+    """The guard's part of `render`: its process, what it moved, revived and renewed."""
+    if g is None:
+        return []
+    lines = [f"guard:     {'pid ' + str(g['pid']) + ', running' if g['running'] else 'NOT RUNNING'}"
+             f"; block table {'in place' if g['block'] else 'MISSING'}"]
+    for m in g["moved"]:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(m["time"]))
+        extra = f" ({', '.join(m['netdevs'])})" if m["netdevs"] else ""
+        lines.append(f"  moved {m['what']} {m['name']}{extra} at {when}")
+    for r in g["revived"]:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["time"]))
+        lines.append(f"  {r['name']} came back (as {r['arrived_as']}) at {when}: set up again"
+                     + "".join(f"; {f}" for f in r["failures"]))
+    for r in g.get("renewed", [])[-3:]:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["time"]))
+        lines.append(f"  {r['name']} up again at {when}: DHCP renewal asked of pid "
+                     + (", ".join(map(str, r["pids"])) or "none"))
+    for e in g["errors"]:
+        lines.append(f"  error: {e}")
+    return lines
+
+
 def render(info: dict[str, Any]) -> str:
     """A few lines that answer 'am I protected?' first, details after."""
     t, e = info["tunnel"], info["engine"]
@@ -218,20 +241,7 @@ def render(info: dict[str, Any]) -> str:
             extra += " NOT ASSOCIATED" if i.get("associated") is False else ""
             extra += f" dhcp pid {i['dhcp_pid']}" if i["dhcp_pid"] else ""
             lines.append(f"  {i['name']:<10} {i['state']:<8} {' '.join(i['addresses']) or '-'}{extra}")
-    g = info.get("guard")
-    if g is not None:
-        lines.append(f"guard:     {'pid ' + str(g['pid']) + ', running' if g['running'] else 'NOT RUNNING'}"
-                     f"; block table {'in place' if g['block'] else 'MISSING'}")
-        for m in g["moved"]:
-            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(m["time"]))
-            extra = f" ({', '.join(m['netdevs'])})" if m["netdevs"] else ""
-            lines.append(f"  moved {m['what']} {m['name']}{extra} at {when}")
-        for r in g["revived"]:
-            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["time"]))
-            lines.append(f"  {r['name']} came back (as {r['arrived_as']}) at {when}: set up again"
-                         + "".join(f"; {f}" for f in r["failures"]))
-        for e in g["errors"]:
-            lines.append(f"  error: {e}")
+    lines += _guard_lines(info.get("guard"))
     if info["dns"]["managed"]:
         lines.append(f"dns:       {info['dns']['file']} points into the tunnel")
     if info["dns"].get("resolved_link"):

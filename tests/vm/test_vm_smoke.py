@@ -34,6 +34,8 @@ MUST_PASS = [
     "test_revive::test_usb_uplink_on_dhcp_comes_back[kernel]",
     "test_revive::test_wifi_uplink_reassociates_after_a_driver_reset[userspace]",
     "test_revive::test_wifi_uplink_reassociates_after_a_driver_reset[kernel]",
+    "test_revive::test_wifi_uplink_comes_back_after_rfkill[userspace]",
+    "test_revive::test_wifi_uplink_comes_back_after_rfkill[kernel]",
 ]
 
 

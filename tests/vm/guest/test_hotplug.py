@@ -116,7 +116,7 @@ class LinkWatch:
     """
 
     def __init__(self) -> None:
-        self.sock = guard._netlink(socket.NETLINK_ROUTE, [guard.RTMGRP_LINK])
+        self.sock = guard.netlink(socket.NETLINK_ROUTE, [guard.RTMGRP_LINK])
         self.first: dict[int, tuple[float, str]] = {}
         threading.Thread(target=self._receive, daemon=True).start()
 

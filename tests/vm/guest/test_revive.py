@@ -162,18 +162,24 @@ def test_usb_uplink_on_dhcp_comes_back(site, backend):
     assert not os.path.exists(f"/run/netns/{site.physical}")
 
 
+def laptop_radio(hwsim: hp.Hwsim, L: Netns) -> str:
+    """A new radio on the laptop, its interface named as udev would (WIFI_NAME): its phy."""
+    before = hp.phys_here()
+    hwsim.new_radio()
+    wait_for(lambda: hp.phys_here() - before, 30, what="the laptop's radio")
+    (phy,) = hp.phys_here() - before
+    (dev,) = os.listdir(f"/sys/class/ieee80211/{phy}/device/net")
+    L.ip("link", "set", dev, "name", WIFI_NAME)
+    return phy
+
+
 @pytest.mark.parametrize("backend", ["userspace", "kernel"])
 def test_wifi_uplink_reassociates_after_a_driver_reset(site, backend):
     L, ph = site.laptop, Netns(site.physical)
     hwsim = hp.Hwsim()
     try:
-        before = hp.phys_here()
-        hwsim.new_radio()
-        wait_for(lambda: hp.phys_here() - before, 30, what="the laptop's radio")
-        (phy,) = hp.phys_here() - before
+        phy = laptop_radio(hwsim, L)
         mac = Path(f"/sys/class/ieee80211/{phy}/macaddress").read_text().strip()
-        (dev,) = os.listdir(f"/sys/class/ieee80211/{phy}/device/net")
-        L.ip("link", "set", dev, "name", WIFI_NAME)
         pidfile = site.tmp / "wpa.pid.up"  # the fixture ends it
         L.exec("wpa_supplicant", "-B", "-i", WIFI_NAME, "-c", str(site.wpa_conf), "-P", str(pidfile))
         wait_for(lambda: "Connected" in L.exec("iw", "dev", WIFI_NAME, "link").stdout, 60, what="association")
@@ -209,5 +215,90 @@ def test_wifi_uplink_reassociates_after_a_driver_reset(site, backend):
         assert WIFI_NAME in L.links()
         wait_for(lambda: "Connected" in L.exec("iw", "dev", WIFI_NAME, "link").stdout, 60,
                  what="association on the laptop after down")
+    finally:
+        hwsim.close()
+
+
+def rfkill_of(phy: str) -> str:
+    """The rfkill switch (rfkillN) of a radio here: cfg80211 names it after the phy.
+
+    The class lists every switch, but sysfs shows a switch's attributes only in the
+    namespace its radio is in (the others' links dangle)."""
+    for d in Path("/sys/class/rfkill").iterdir():
+        try:
+            if (d / "name").read_text().strip() == phy:
+                return d.name
+        except OSError:
+            continue
+    raise AssertionError(f"no rfkill named {phy}: {os.listdir('/sys/class/rfkill')}")
+
+
+def soft_block(ns: Netns, rfkill: str, on: bool) -> None:
+    """What the Wi-Fi key or airplane mode does, written where the radio's sysfs is."""
+    ns.exec("sh", "-c", f"echo {int(on)} > /sys/class/rfkill/{rfkill}/soft")
+
+
+@pytest.mark.parametrize("backend", ["userspace", "kernel"])
+def test_wifi_uplink_comes_back_after_rfkill(site, backend):
+    """Soft-blocked (the laptop's Wi-Fi key, airplane mode) and unblocked while up: the
+    radio stays, cfg80211 closes its netdev, the kernel flushes its routes. The guard
+    brings the interface up again (wpa_supplicant in `physical` has no rfkill), which
+    associates again; the guard has its DHCP client renew, which puts the default route
+    back long before the lease's own renewal time (a minute here)."""
+    L, ph = site.laptop, Netns(site.physical)
+    hwsim = hp.Hwsim()
+    try:
+        rfkill = rfkill_of(laptop_radio(hwsim, L))
+        pidfile = site.tmp / "wpa.pid.up"  # the fixture ends it
+        wpa_log = site.tmp / "wpa.log"  # `up` restarts it with these arguments: its log tells on failure
+        L.exec("wpa_supplicant", "-B", "-i", WIFI_NAME, "-c", str(site.wpa_conf), "-P", str(pidfile),
+               "-f", str(wpa_log), "-d")
+        wait_for(lambda: "Connected" in L.exec("iw", "dev", WIFI_NAME, "link").stdout, 60, what="association")
+        lease(site, WIFI_NAME, metric=50)  # Wi-Fi the only way to the VPN
+        L.ip("-4", "route", "flush", "exact", "0.0.0.0/0", "dev", "eth0")
+        L.ip("-4", "route", "flush", "exact", "0.0.0.0/0", "dev", "eth1")
+        default = f"default via {hp.AP_NET}.1 dev {WIFI_NAME}"
+        assert default in L.ip("-4", "route").stdout
+
+        r = site.up("--interface", WIFI_NAME, "--backend", backend, timeout=600)
+        assert r.returncode == 0, r.stderr
+        try:
+            associated = lambda: "Connected" in ph.exec("iw", "dev", WIFI_NAME, "link", check=False).stdout  # noqa: E731
+            wait_for(associated, 60, what="association in physical after up")
+            wait_for(lambda: tunnel_answers(site), 90, what="the tunnel to answer over Wi-Fi")
+            acks_before = acks(site, site.ap_wlan)
+
+            soft_block(ph, rfkill, True)
+            wait_for(lambda: not associated(), 30, what="the radio to go quiet")
+            wait_for(lambda: default not in ph.ip("-4", "route").stdout, 10, what="the route flushed with the link")
+            assert not tunnel_answers(site)  # no other way to the VPN server
+            time.sleep(2)
+            unblocked = time.monotonic()
+            soft_block(ph, rfkill, False)
+
+            try:
+                wait_for(associated, 90, what="re-association in physical")
+            except AssertionError:
+                print(ph.ip("link", "show", WIFI_NAME).stdout, ph.exec("cat", f"/sys/class/rfkill/{rfkill}/soft").stdout)
+                print("\n".join(ln for ln in wpa_log.read_text().splitlines()
+                                if any(w in ln.lower() for w in ("rfkill", "interface", "state", "ifup", "flags"))))
+                raise
+            wait_for(lambda: default in ph.ip("-4", "route").stdout, 30,
+                     what="the default route through Wi-Fi again")
+            print(f"default route back {time.monotonic() - unblocked:.1f}s after the unblock")
+            assert acks(site, site.ap_wlan) > acks_before  # renewed, well before T1
+            assert f"{hp.AP_NET}." in v4_in_physical(site, WIFI_NAME)
+            wait_for(lambda: tunnel_answers(site), 90, what="the tunnel to answer again")
+            ping = L.exec("ping", "-c", "5", "-i", "0.3", "-s", "1200", "10.99.0.1", check=False)
+            assert ping.returncode == 0 and " 0% packet loss" in ping.stdout, ping.stdout
+            g = hp.status(site)["guard"]
+            assert any(x["name"] == WIFI_NAME and x["pids"] for x in g["renewed"]), g
+            assert g["revived"] == [] and g["errors"] == [], g  # the radio never went
+            assert hp.laptop_links(site) == sorted(["lo", site.tun])
+        finally:
+            soft_block(ph, rfkill, False)
+            r = site.down(timeout=600)
+        assert r.returncode == 0, r.stderr
+        assert WIFI_NAME in L.links()
     finally:
         hwsim.close()

@@ -1,0 +1,92 @@
+"""A radio unblocked (rfkill) while up: its interface in the physical namespace comes up again.
+
+Blocking a radio (the Wi-Fi key, airplane mode) makes cfg80211 close its interfaces;
+unblocking it leaves them down. wpa_supplicant brings its interface up again on the
+unblock, but only when it found the radio's rfkill switch at start, and the one nsroute
+runs in `physical` does not ("nl80211: RFKILL status not available", seen in the VM
+tier): it then waits for an interface that nobody brings up. So the guard, which reads
+/dev/rfkill (not per namespace), does it: on a Wi-Fi switch going from blocked to
+unblocked, every wireless uplink of the deployment that is down in `physical` is set up;
+wpa_supplicant then associates, and linkup.py has the DHCP client renew.
+Which radio's switch it was is not matched to an interface (the switch's sysfs is only
+readable from the radio's namespace): an unblock means the user wants Wi-Fi back.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from . import kernel
+from .errors import HostError
+from .revive import wireless_names
+from .state import Store
+
+DEV = "/dev/rfkill"
+EVENT = struct.Struct("=IBBBB")  # struct rfkill_event: idx, type, op, soft, hard
+TYPE_ALL, TYPE_WLAN = 0, 1
+OP_ADD, OP_DEL, OP_CHANGE = 0, 1, 2
+
+
+def unblocked(blocked: dict[int, bool], events: Iterable[tuple[int, int, int, int, int]]) -> bool:
+    """Track each Wi-Fi switch's state; True when one of `events` unblocked one (pure)."""
+    edge = False
+    for idx, kind, op, soft, hard in events:
+        if kind not in (TYPE_ALL, TYPE_WLAN):
+            continue
+        if op == OP_DEL:
+            blocked.pop(idx, None)
+            continue
+        was, now = blocked.get(idx), bool(soft or hard)
+        blocked[idx] = now
+        edge = edge or (op == OP_CHANGE and was is True and not now)
+    return edge
+
+
+class Watch:
+    """/dev/rfkill's events (the guard's extra descriptor), and the interfaces to bring up."""
+
+    def __init__(self, physical: str, store_dir: Path, stem: str, log: Callable[[str], None]) -> None:
+        self.fd = os.open(DEV, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # OSError: no rfkill here
+        self.physical, self.log = physical, log
+        self.store = Store(stem, store_dir)
+        self.blocked: dict[int, bool] = {}
+        self.ready()  # the kernel queues an ADD for every switch there is: the first states
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+    def ready(self) -> None:
+        events = []
+        while True:
+            try:
+                data = os.read(self.fd, 64)  # one event per read (8 bytes, 9 on newer kernels)
+            except BlockingIOError:
+                break
+            if len(data) < EVENT.size:
+                break
+            events.append(EVENT.unpack_from(data))
+        if unblocked(self.blocked, events):
+            self.bring_up()
+
+    def bring_up(self) -> None:
+        try:
+            st = self.store.load()
+        except (OSError, ValueError, TypeError):
+            return
+        if not st.complete:
+            return
+        for name in sorted(wireless_names(st)):
+            link = kernel.link(self.physical, name)
+            if link is None or link["up"]:
+                continue
+            try:
+                kernel.set_link(self.physical, name, up=True)
+                self.log(f"guard: Wi-Fi unblocked (rfkill): {name} up again in {self.physical}")
+            except HostError as e:
+                self.log(f"guard: Wi-Fi unblocked (rfkill), but {name} cannot come up: {e}")
