@@ -1,4 +1,4 @@
-"""An uplink that goes down and comes back up while up gets its lease's routes back.
+"""An uplink that goes down and comes back up while up gets its routes back.
 
 When a link goes down (`ip link set down`; rfkill blocking a radio, whose netdevs
 cfg80211 then closes) the kernel flushes every IPv4 route through it; when it comes back
@@ -14,6 +14,9 @@ without carrier is up with carrier again, it sends SIGUSR1 to that uplink's udhc
 renews at once; the hook (dhcp.py) then puts address and routes back. A client started
 after the link went down (`up`'s own, or the one the guard starts for a device that came
 back, revive.py) is left alone: it is already asking for a lease on the link as it is.
+An uplink configured by hand (no DHCP client) has nobody to ask: its snapshot's addresses
+and routes are added again, as `up` added them (interfaces.restore; what is still there
+stays).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from typing import Any
 
 from ..nsutil import entered
 from . import dhcp, guard, kernel, netns, procs
+from . import interfaces as ifaces
 from .state import Proc, Store
 
 DHCP_PROGRAMS = ("udhcpc", "busybox")  # how dhcp.start runs the client
@@ -84,13 +88,13 @@ def to_renew(clients: Iterable[Proc], name: str, since: float) -> list[Proc]:
     return [p for p in clients if dhcp.serves(p.argv, name) and p.start_time < since]
 
 
-def dhcp_uplinks(store: Store) -> set[str]:
-    """The uplinks a DHCP client of this deployment serves; none while `up` still works."""
+def uplinks_of(store: Store) -> dict[str, dict[str, Any]]:
+    """The deployment's uplinks by name (their snapshots); none while `up` still works."""
     try:
         st = store.load()
     except (OSError, ValueError, TypeError):
-        return set()
-    return {s["name"] for s in st.interfaces if dhcp.wanted(s)} if st.complete else set()
+        return {}
+    return {s["name"]: s for s in st.interfaces} if st.complete else {}
 
 
 class Watch:
@@ -123,11 +127,20 @@ class Watch:
             if e.errno != errno.ENOBUFS:
                 raise
             events = self._links_now()  # events were lost: compare with what is there now
-        for name, since in due(self.edges, events, self.uplinks(), now_ticks()):
-            self.renew(name, since)
+        snaps = uplinks_of(self.store)
+        for name, since in due(self.edges, events, set(snaps), now_ticks()):
+            if dhcp.wanted(snaps[name]):
+                self.renew(name, since)
+            else:
+                self.restore(snaps[name])
 
-    def uplinks(self) -> set[str]:
-        return dhcp_uplinks(self.store)
+    def restore(self, snap: dict[str, Any]) -> None:
+        """A static uplink up again: its addresses and routes as `up` left them."""
+        failures = ifaces.restore(snap, self.physical)
+        self.log(f"guard: {snap['name']} is up again: its static addresses and routes added again"
+                 + "".join(f"; {f}" for f in failures))
+        self.note({"name": snap["name"], "time": time.time(), "pids": [], "static": True,
+                   "failures": failures})
 
     def renew(self, name: str, since: float) -> None:
         mine = procs.marked(DHCP_PROGRAMS, netns.path_of(self.physical), self.marker)

@@ -205,8 +205,9 @@ def _guard_lines(g: dict[str, Any] | None) -> list[str]:
                      + "".join(f"; {f}" for f in r["failures"]))
     for r in g.get("renewed", [])[-3:]:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["time"]))
-        lines.append(f"  {r['name']} up again at {when}: DHCP renewal asked of pid "
-                     + (", ".join(map(str, r["pids"])) or "none"))
+        what = ("static addresses and routes added again" if r.get("static") else
+                "DHCP renewal asked of pid " + (", ".join(map(str, r["pids"])) or "none"))
+        lines.append(f"  {r['name']} up again at {when}: {what}" + "".join(f"; {f}" for f in r.get("failures", [])))
     for e in g["errors"]:
         lines.append(f"  error: {e}")
     return lines

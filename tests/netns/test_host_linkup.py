@@ -58,3 +58,32 @@ def test_dhcp_uplink_down_and_up_gets_its_default_route_back(lab, tmp_path):
         assert "eth1 is up again: DHCP client pid" in log, log
     finally:
         ok(site.down())
+
+
+def _default_via_eth0(ph: Netns) -> bool:
+    return "default via 192.168.50.1 dev eth0" in ph.ip("-4", "route", "show").stdout
+
+
+def test_static_uplink_down_and_up_gets_its_routes_back(lab, tmp_path):
+    """No DHCP client to ask: the guard adds the snapshot's routes again, as `up` did."""
+    site = Site(lab, tmp_path)
+    ok(site.up())
+    ph = Netns(site.physical)
+    try:
+        ph.ip("link", "set", "eth1", "down")  # eth0 (static) the only way out
+        assert _default_via_eth0(ph), ph.ip("-4", "route").stdout
+        wait_for(lambda: _tunnel_answers(site), 20, what="the tunnel over eth0")
+
+        ph.ip("link", "set", "eth0", "down")
+        assert not _default_via_eth0(ph)  # the kernel flushed it
+        ph.ip("link", "set", "eth0", "up")
+        wait_for(lambda: _default_via_eth0(ph), 10, what="the default route through eth0 again")
+        wait_for(lambda: _tunnel_answers(site), 20, what="the tunnel to answer again")
+        ping = site.laptop.exec("ping", "-c", "3", "-i", "0.3", BEHIND4, check=False)
+        assert ping.returncode == 0 and " 0% packet loss" in ping.stdout, ping.stdout
+
+        g = json.loads(ok(site.nsroute("status", "--physical", site.physical, "--json")).stdout)["guard"]
+        assert [(r["name"], r.get("static")) for r in g["renewed"]] == [("eth0", True)], g
+        assert g["renewed"][0]["failures"] == [] and g["errors"] == [], g
+    finally:
+        ok(site.down())

@@ -73,17 +73,19 @@ def test_dhcp_client_command_line_names_its_interface():
     assert not dhcp.serves(["udhcpc", "-f", "wlan0"], "wlan0")
 
 
-def test_uplinks_on_dhcp_once_up_is_complete(tmp_path):
+def test_uplinks_once_up_is_complete(tmp_path):
     store = Store("host-p", tmp_path)
-    assert linkup.dhcp_uplinks(store) == set()  # no state
+    assert linkup.uplinks_of(store) == {}  # no state
     st = State(mode="host", physical="p", config_path="c", ifname="wg0", interfaces=[
         {"name": "eth0", "dynamic": False}, {"name": "eth1", "dynamic": True},
         {"name": "wlan0", "unconfigured": True}])
     store.save(st)
-    assert linkup.dhcp_uplinks(store) == set()  # `up` still works
+    assert linkup.uplinks_of(store) == {}  # `up` still works
     st.complete = True
     store.save(st)
-    assert linkup.dhcp_uplinks(store) == {"eth1", "wlan0"}
+    snaps = linkup.uplinks_of(store)
+    assert set(snaps) == {"eth0", "eth1", "wlan0"}
+    assert {n for n, s in snaps.items() if dhcp.wanted(s)} == {"eth1", "wlan0"}  # renewed; eth0 restored
 
 
 def _link_msg(kind: int, index: int, name: str, flags: int) -> bytes:
