@@ -33,15 +33,9 @@ from typing import Any
 from ..nsutil import entered
 from . import dhcp, guard, kernel, netns, procs
 from . import interfaces as ifaces
-from .state import Proc, Store
+from .state import Proc, State, Store
 
 DHCP_PROGRAMS = ("udhcpc", "busybox")  # how dhcp.start runs the client
-_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def now_ticks() -> float:
-    """Clock ticks since boot: the clock of a process's start time (procs.start_time)."""
-    return time.clock_gettime(time.CLOCK_BOOTTIME) * _TICKS
 
 
 def usable(link: dict[str, Any]) -> bool:
@@ -88,13 +82,20 @@ def to_renew(clients: Iterable[Proc], name: str, since: float) -> list[Proc]:
     return [p for p in clients if dhcp.serves(p.argv, name) and p.start_time < since]
 
 
-def uplinks_of(store: Store) -> dict[str, dict[str, Any]]:
-    """The deployment's uplinks by name (their snapshots); none while `up` still works."""
+def complete_state(store: Store) -> State | None:
+    """The deployment's state once `up` has finished (None before, or unreadable): what the
+    guard's watches act on, never a half-made deployment."""
     try:
         st = store.load()
     except (OSError, ValueError, TypeError):
-        return {}
-    return {s["name"]: s for s in st.interfaces} if st.complete else {}
+        return None
+    return st if st.complete else None
+
+
+def uplinks_of(store: Store) -> dict[str, dict[str, Any]]:
+    """The deployment's uplinks by name (their snapshots); none while `up` still works."""
+    st = complete_state(store)
+    return {s["name"]: s for s in st.interfaces} if st else {}
 
 
 class Watch:
@@ -109,7 +110,7 @@ class Watch:
         self.edges = Edges()
         with entered(physical):  # subscribed before the first look: nothing falls in between
             self.sock = guard.netlink(socket.NETLINK_ROUTE, [guard.RTMGRP_LINK])
-        now = now_ticks()
+        now = procs.now_ticks()
         for _, ln in self._links_now():  # the first look: states only, no edges yet
             self.edges.seen(ln["index"], usable(ln), now)
 
@@ -128,7 +129,7 @@ class Watch:
                 raise
             events = self._links_now()  # events were lost: compare with what is there now
         snaps = uplinks_of(self.store)
-        for name, since in due(self.edges, events, set(snaps), now_ticks()):
+        for name, since in due(self.edges, events, set(snaps), procs.now_ticks()):
             if dhcp.wanted(snaps[name]):
                 self.renew(name, since)
             else:

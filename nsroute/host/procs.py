@@ -27,6 +27,12 @@ def start_time(pid: int) -> int | None:
     return round((created - psutil.boot_time()) * _CLK_TCK)
 
 
+def now_ticks() -> float:
+    """Clock ticks since boot now: the clock `start_time` reads (the kernel counts a
+    process's start in boot time)."""
+    return time.clock_gettime(time.CLOCK_BOOTTIME) * _CLK_TCK
+
+
 def is_zombie(pid: int) -> bool:
     try:
         return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE

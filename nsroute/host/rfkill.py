@@ -21,6 +21,7 @@ from pathlib import Path
 
 from . import kernel
 from .errors import HostError
+from .linkup import complete_state
 from .revive import wireless_names
 from .state import Store
 
@@ -75,11 +76,8 @@ class Watch:
             self.bring_up()
 
     def bring_up(self) -> None:
-        try:
-            st = self.store.load()
-        except (OSError, ValueError, TypeError):
-            return
-        if not st.complete:
+        st = complete_state(self.store)
+        if st is None:
             return
         for name in sorted(wireless_names(st)):
             link = kernel.link(self.physical, name)
