@@ -117,7 +117,7 @@ class Record:
     moved: list[Moved] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     revived: list[dict] = field(default_factory=list)  # former uplinks set up again (revive.py)
-    renewed: list[dict] = field(default_factory=list)  # uplinks up again, DHCP renewed (linkup.py)
+    renewed: list[dict] = field(default_factory=list)  # uplinks up again: renewed, static part re-added (linkup.py)
 
     def save(self, path: Path) -> None:
         fsmode.replace_file(path, json.dumps(asdict(self), indent=1), 0o600)

@@ -148,6 +148,18 @@ def restore_plan(snap: dict[str, Any], now: float,
     return plan
 
 
+def static_part(snap: dict[str, Any]) -> dict[str, Any]:
+    """The snapshot without what a DHCP client owns (leased IPv4 addresses, `proto dhcp`
+    routes): what must be added again by hand when a link comes back up. The kernel keeps
+    IPv4 addresses across a link's down and up, but drops every IPv6 address that is not
+    link-local and every route; a renewal brings back only the lease's part."""
+    return {
+        **snap,
+        "addresses": [a for a in snap["addresses"] if not (a["family"] == 4 and a.get("valid", FOREVER) != FOREVER)],
+        "routes": [r for r in snap["routes"] if r["proto"] != records.PROTO_DHCP],
+    }
+
+
 def noprefix_subnets(addresses: list[dict[str, Any]]) -> frozenset[str]:
     """The subnets ("192.168.70.0/24") of addresses added with `noprefixroute`."""
     out = set()

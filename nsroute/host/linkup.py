@@ -16,7 +16,9 @@ after the link went down (`up`'s own, or the one the guard starts for a device t
 back, revive.py) is left alone: it is already asking for a lease on the link as it is.
 An uplink configured by hand (no DHCP client) has nobody to ask: its snapshot's addresses
 and routes are added again, as `up` added them (interfaces.restore; what is still there
-stays).
+stays). The same goes for the static part of a DHCP uplink before its client is asked:
+the kernel drops IPv6 addresses (all but link-local) with the link, and a renewal brings
+back only IPv4 (interfaces.static_part).
 """
 
 from __future__ import annotations
@@ -130,20 +132,22 @@ class Watch:
             events = self._links_now()  # events were lost: compare with what is there now
         snaps = uplinks_of(self.store)
         for name, since in due(self.edges, events, set(snaps), procs.now_ticks()):
-            if dhcp.wanted(snaps[name]):
-                self.renew(name, since)
+            snap = snaps[name]
+            # what the kernel flushed and no DHCP client brings back (IPv6 addresses, static
+            # routes), for every uplink; then the lease's part from its client
+            failures = ifaces.restore(ifaces.static_part(snap), self.physical)
+            if dhcp.wanted(snap):
+                self.renew(name, since, failures)
             else:
-                self.restore(snaps[name])
+                self.restored(name, failures)
 
-    def restore(self, snap: dict[str, Any]) -> None:
-        """A static uplink up again: its addresses and routes as `up` left them."""
-        failures = ifaces.restore(snap, self.physical)
-        self.log(f"guard: {snap['name']} is up again: its static addresses and routes added again"
+    def restored(self, name: str, failures: list[str]) -> None:
+        """A static uplink up again, with its addresses and routes as `up` left them."""
+        self.log(f"guard: {name} is up again: its static addresses and routes added again"
                  + "".join(f"; {f}" for f in failures))
-        self.note({"name": snap["name"], "time": time.time(), "pids": [], "static": True,
-                   "failures": failures})
+        self.note({"name": name, "time": time.time(), "pids": [], "static": True, "failures": failures})
 
-    def renew(self, name: str, since: float) -> None:
+    def renew(self, name: str, since: float, failures: list[str]) -> None:
         mine = procs.marked(DHCP_PROGRAMS, netns.path_of(self.physical), self.marker)
         told = []
         for p in to_renew(mine, name, since):
@@ -152,11 +156,12 @@ class Watch:
                 told.append(p.pid)
             except ProcessLookupError:
                 continue
+        extra = "".join(f"; {f}" for f in failures)
         if told:
-            self.log(f"guard: {name} is up again: DHCP client pid {', '.join(map(str, told))} asked to renew")
+            self.log(f"guard: {name} is up again: DHCP client pid {', '.join(map(str, told))} asked to renew{extra}")
         elif not any(dhcp.serves(p.argv, name) for p in mine):
-            self.log(f"guard: {name} is up again, but no DHCP client of this deployment serves it")
-        self.note({"name": name, "time": time.time(), "pids": told})
+            self.log(f"guard: {name} is up again, but no DHCP client of this deployment serves it{extra}")
+        self.note({"name": name, "time": time.time(), "pids": told, "failures": failures})
 
     def _links_now(self) -> list[tuple[int, dict[str, Any]]]:
         return [(guard.RTM_NEWLINK, ln) for ln in kernel.links(self.physical)]

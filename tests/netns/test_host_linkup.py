@@ -28,6 +28,14 @@ def _tunnel_answers(site: Site) -> bool:
     return site.laptop.exec("ping", "-c", "1", "-W", "1", BEHIND4, check=False).returncode == 0
 
 
+def _v6_back(ph: Netns, dev: str, addr: str, router: str) -> bool:
+    """The uplink's static IPv6 address is there and settled, and the LAN answers on it."""
+    shown = ph.ip("-6", "addr", "show", "dev", dev).stdout
+    if addr not in shown or "tentative" in shown:
+        return False
+    return ph.exec("ping", "-6", "-c", "1", "-W", "1", router, check=False).returncode == 0
+
+
 def test_dhcp_uplink_down_and_up_gets_its_default_route_back(lab, tmp_path):
     site = Site(lab, tmp_path, lease="2m")  # renewal time (T1) one minute away
     ok(site.up())
@@ -47,12 +55,15 @@ def test_dhcp_uplink_down_and_up_gets_its_default_route_back(lab, tmp_path):
         wait_for(lambda: _default_via_eth1(ph), 10, what="the default route through eth1 again")
         print(f"default route back {time.monotonic() - t:.1f}s after the link came up")
         assert site.acks() > acks  # a renewal, not a route made up by someone else
+        # the kernel dropped eth1's IPv6 address with the link; no renewal brings it back
+        wait_for(lambda: _v6_back(ph, "eth1", "fd60::2/64", "fd60::1"), 10, what="eth1's IPv6 address again")
         wait_for(lambda: _tunnel_answers(site), 20, what="the tunnel to answer again")
         ping = site.laptop.exec("ping", "-c", "3", "-i", "0.3", BEHIND4, check=False)
         assert ping.returncode == 0 and " 0% packet loss" in ping.stdout, ping.stdout
 
         g = json.loads(ok(site.nsroute("status", "--physical", site.physical, "--json")).stdout)["guard"]
         assert [r["name"] for r in g["renewed"]] == ["eth1"] and g["renewed"][0]["pids"], g
+        assert g["renewed"][0]["failures"] == [], g
         assert g["errors"] == [], g
         log = Path(site.run_dir, f"host-{site.physical}.guard.log").read_text()
         assert "eth1 is up again: DHCP client pid" in log, log
@@ -78,6 +89,8 @@ def test_static_uplink_down_and_up_gets_its_routes_back(lab, tmp_path):
         assert not _default_via_eth0(ph)  # the kernel flushed it
         ph.ip("link", "set", "eth0", "up")
         wait_for(lambda: _default_via_eth0(ph), 10, what="the default route through eth0 again")
+        wait_for(lambda: _v6_back(ph, "eth0", "fd50::2/64", "fd50::1"), 10, what="eth0's IPv6 address again")
+        assert "default via fd50::1 dev eth0" in ph.ip("-6", "route", "show").stdout
         wait_for(lambda: _tunnel_answers(site), 20, what="the tunnel to answer again")
         ping = site.laptop.exec("ping", "-c", "3", "-i", "0.3", BEHIND4, check=False)
         assert ping.returncode == 0 and " 0% packet loss" in ping.stdout, ping.stdout

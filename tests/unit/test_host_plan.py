@@ -105,6 +105,17 @@ def test_restore_plan_orders_link_addresses_routes():
     assert plan[2][1]["valid"] == 90  # 100 s lease, 10 s later
 
 
+def test_static_part_of_a_dhcp_uplink_is_what_a_renewal_does_not_bring_back():
+    """A link down and up: the lease's address stays and its routes come from the renewal;
+    the IPv6 address and the static routes must be added again by hand."""
+    plan = interfaces.restore_plan(interfaces.static_part(SNAP), now=1010.0)
+    addrs = [item["cidr"] for kind, item in plan if kind == "address"]
+    routes = [(item["family"], item["dst"]) for kind, item in plan if kind == "route"]
+    assert addrs == ["fd60::2/64"]
+    assert routes == [(4, "10.1.0.0/16"), (6, "fd61::/64")]
+    assert interfaces.static_part(SNAP)["name"] == "eth1" and SNAP["addresses"][0]["family"] == 4
+
+
 def test_merge_leases_prefers_renewed_lifetime():
     fresh = [{"family": 4, "cidr": "192.168.60.120/24", "valid": 118, "preferred": 118}]
     merged = interfaces.merge_leases(SNAP, fresh, now=1050.0)
