@@ -20,7 +20,6 @@ that `status` shows and `down` reads to hand the devices back.
 from __future__ import annotations
 
 import errno
-import json
 import os
 import select
 import signal
@@ -28,14 +27,13 @@ import socket
 import sys
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from .. import fsmode
 from . import interfaces as ifaces
 from . import kernel, procs, wifi
 from .errors import HostError
+from .guardrecord import Moved, Record
 from .state import Proc
 
 SOL_NETLINK = 270
@@ -93,44 +91,6 @@ def present_links() -> dict[int, str]:
         except (OSError, ValueError):
             continue
     return out
-
-
-# ------------------------------------------------------------------ the record
-
-
-@dataclass
-class Moved:
-    what: str  # "netdev" or "wiphy"
-    name: str
-    index: int  # ifindex (netdev) or wiphy index
-    time: float
-    netdevs: list[str] = field(default_factory=list)  # a wiphy's netdevs when it moved
-    mac: str = ""  # its MAC (a wiphy's permanent one) before the move: how a former uplink is known
-
-
-@dataclass
-class Record:
-    """What the guard did; written atomically after every change (status and down read it)."""
-
-    pid: int = 0
-    started: float = 0.0
-    moved: list[Moved] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-    revived: list[dict] = field(default_factory=list)  # former uplinks set up again (revive.py)
-    renewed: list[dict] = field(default_factory=list)  # uplinks up again: renewed, static part re-added (linkup.py)
-
-    def save(self, path: Path) -> None:
-        fsmode.replace_file(path, json.dumps(asdict(self), indent=1), 0o600)
-
-    @classmethod
-    def load(cls, path: Path) -> Record:
-        try:
-            raw = json.loads(path.read_text())
-        except (OSError, ValueError):
-            return cls()
-        return cls(pid=raw.get("pid", 0), started=raw.get("started", 0.0),
-                   moved=[Moved(**m) for m in raw.get("moved", [])], errors=list(raw.get("errors", [])),
-                   revived=list(raw.get("revived", [])), renewed=list(raw.get("renewed", [])))
 
 
 # ------------------------------------------------------------------ the watcher

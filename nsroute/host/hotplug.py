@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .. import fsmode
-from . import guard, linkup, netns, procs, revive, rfkill, selfcmd, wifi
+from . import guard, guardrecord, linkup, netns, procs, revive, rfkill, selfcmd, wifi
 from .errors import HostError
 from .state import Proc
 
@@ -36,7 +36,7 @@ def stop(guard_proc: Proc | None, record_path: Path, physical: str, marker: str)
     DHCP hook, a pid file: `marker` is their common prefix); that is how they are known.
     """
     procs.stop(guard_proc, STOP_TIMEOUT)
-    for p in revive.revived_processes(guard.Record.load(record_path).revived):
+    for p in revive.revived_processes(guardrecord.Record.load(record_path).revived):
         procs.stop(p)
     if not netns.exists(physical):
         return
@@ -46,7 +46,7 @@ def stop(guard_proc: Proc | None, record_path: Path, physical: str, marker: str)
 
 def hand_back(record_path: Path, physical: str, warn: Callable[[str], None]) -> None:
     """`down`: every device the guard moved, still in `physical`, goes back to where we run."""
-    rec = guard.Record.load(record_path)
+    rec = guardrecord.Record.load(record_path)
     revived = {(r["what"], r["index"]) for r in rec.revived}
     try:
         there = guard.links_in(physical)
@@ -108,7 +108,7 @@ def start(physical: str, store_dir: Path, stem: str, timeout: float = 60.0) -> P
         os.close(fd)
     rec = procs.record(p.pid, "guard", argv)
     end = time.monotonic() + timeout
-    while guard.Record.load(path).pid != p.pid:
+    while guardrecord.Record.load(path).pid != p.pid:
         code = p.poll()
         if code is not None:
             raise HostError(f"the hot-plug guard exited with status {code}: {procs.last_line(log)}")
@@ -133,7 +133,7 @@ def serve(physical: str, baseline_: dict[str, list[int]], store_dir: Path, stem:
                     record_path(store_dir, stem), watch=watch)
     r = revive.Reviver(physical, store_dir, stem, g.log)
 
-    def again(m: guard.Moved, earlier: list[dict]) -> list[dict]:
+    def again(m: guardrecord.Moved, earlier: list[dict]) -> list[dict]:
         if m.what == "wiphy":
             return r.wiphy(m.index, m.mac, earlier)
         return r.netdev(m.index, m.name, m.mac, earlier)

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import os
 
-from . import guard as guard_mod
-from . import hotplug
+from . import guardrecord, hotplug
 from . import status as status_mod
 from .errors import HostError
 from .state import Proc, State, Store, run_dir, state_key
@@ -53,7 +52,7 @@ def status(physical: str = "physical", as_json: bool = False, check: bool = Fals
 
     `check` prints only the verdict and the problems (the JSON stays whole)."""
     store, st = _existing(physical)
-    info = status_mod.gather(st, guard=guard_mod.Record.load(hotplug.record_path(store.dir, store.path.stem)))
+    info = status_mod.gather(st, guard=guardrecord.Record.load(hotplug.record_path(store.dir, store.path.stem)))
     if as_json:
         print(status_mod.to_json(info))
     else:

@@ -9,7 +9,7 @@ from typing import Any
 
 from . import block, health, inventory, kernel, kernelwg, netns, procs, records, revive, wifi
 from .errors import HostError
-from .guard import Record
+from .guardrecord import Record
 from .state import State
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 import struct
 
-from nsroute.host import block, guard
+from nsroute.host import block, guard, guardrecord
 
 
 def test_only_new_hardware_moves():
@@ -34,12 +34,12 @@ def test_link_events_from_a_netlink_datagram():
 
 def test_record_round_trip_and_a_missing_one(tmp_path):
     path = tmp_path / "g.json"
-    assert guard.Record.load(path).moved == []
-    rec = guard.Record(pid=42, started=1.0)
-    rec.moved.append(guard.Moved("wiphy", "phy3", 3, 2.5, ["wlan3"]))
+    assert guardrecord.Record.load(path).moved == []
+    rec = guardrecord.Record(pid=42, started=1.0)
+    rec.moved.append(guardrecord.Moved("wiphy", "phy3", 3, 2.5, ["wlan3"]))
     rec.errors.append("x")
     rec.save(path)
-    back = guard.Record.load(path)
+    back = guardrecord.Record.load(path)
     assert back == rec and (path.stat().st_mode & 0o777) == 0o600
 
 

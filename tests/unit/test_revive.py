@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from nsroute.host import guard, revive
+from nsroute.host import guardrecord, revive
 from nsroute.host.state import Proc, State
 
 ETH = {"name": "eth1", "address": "02:00:00:aa:bb:01", "permaddr": ""}
@@ -44,12 +44,12 @@ def test_stale_processes_are_those_bound_to_the_name():
 
 def test_record_keeps_what_was_revived(tmp_path):
     path = tmp_path / "g.json"
-    rec = guard.Record(pid=1)
-    rec.moved.append(guard.Moved("netdev", "eth1", 9, 1.0, mac="02:00:00:aa:bb:01"))
+    rec = guardrecord.Record(pid=1)
+    rec.moved.append(guardrecord.Moved("netdev", "eth1", 9, 1.0, mac="02:00:00:aa:bb:01"))
     rec.revived.append({"name": "eth1", "arrived_as": "eth5", "what": "netdev", "index": 9, "time": 2.0,
                         "procs": [{"pid": 5, "start_time": 7, "what": "dhcp eth1", "argv": []}], "failures": []})
     rec.save(path)
-    back = guard.Record.load(path)
+    back = guardrecord.Record.load(path)
     assert back.moved[0].mac == "02:00:00:aa:bb:01"
     assert revive.revived_processes(back.revived) == [Proc(5, 7, "dhcp eth1", [])]
 
