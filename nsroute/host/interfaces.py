@@ -149,13 +149,14 @@ def restore_plan(snap: dict[str, Any], now: float,
 
 
 def static_part(snap: dict[str, Any]) -> dict[str, Any]:
-    """The snapshot without what a DHCP client owns (leased IPv4 addresses, `proto dhcp`
-    routes): what must be added again by hand when a link comes back up. The kernel keeps
-    IPv4 addresses across a link's down and up, but drops every IPv6 address that is not
-    link-local and every route; a renewal brings back only the lease's part."""
+    """The snapshot without what comes and goes with a network (addresses with a lifetime:
+    DHCP leases, SLAAC; `proto dhcp` routes): what must be added again by hand when a link
+    comes back up. The kernel keeps IPv4 addresses across a link's down and up, but drops
+    every IPv6 address that is not link-local and every route; a DHCP renewal and the next
+    router advertisement bring back only their own part."""
     return {
         **snap,
-        "addresses": [a for a in snap["addresses"] if not (a["family"] == 4 and a.get("valid", FOREVER) != FOREVER)],
+        "addresses": [a for a in snap["addresses"] if a.get("valid", FOREVER) == FOREVER],
         "routes": [r for r in snap["routes"] if r["proto"] != records.PROTO_DHCP],
     }
 

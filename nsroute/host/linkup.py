@@ -95,9 +95,11 @@ def complete_state(store: Store) -> State | None:
 
 
 def uplinks_of(store: Store) -> dict[str, dict[str, Any]]:
-    """The deployment's uplinks by name (their snapshots); none while `up` still works."""
+    """The deployment's uplinks that nsroute configures, by name (their snapshots); none
+    while `up` still works. Those NetworkManager configures in `physical` are its own: it
+    reconnects them on carrier, maybe on another network than the snapshot's."""
     st = complete_state(store)
-    return {s["name"]: s for s in st.interfaces} if st else {}
+    return {s["name"]: s for s in st.interfaces if s["name"] not in st.nm_managed} if st else {}
 
 
 class Watch:

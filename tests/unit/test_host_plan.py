@@ -114,6 +114,8 @@ def test_static_part_of_a_dhcp_uplink_is_what_a_renewal_does_not_bring_back():
     assert addrs == ["fd60::2/64"]
     assert routes == [(4, "10.1.0.0/16"), (6, "fd61::/64")]
     assert interfaces.static_part(SNAP)["name"] == "eth1" and SNAP["addresses"][0]["family"] == 4
+    slaac = {**SNAP["addresses"][1], "cidr": "2001:db8::5/64", "valid": 86400, "preferred": 14400}
+    assert interfaces.static_part({**SNAP, "addresses": [slaac]})["addresses"] == []  # the next RA's
 
 
 def test_merge_leases_prefers_renewed_lifetime():

@@ -86,6 +86,9 @@ def test_uplinks_once_up_is_complete(tmp_path):
     snaps = linkup.uplinks_of(store)
     assert set(snaps) == {"eth0", "eth1", "wlan0"}
     assert {n for n, s in snaps.items() if dhcp.wanted(s)} == {"eth1", "wlan0"}  # renewed; eth0 restored
+    st.nm_managed = ["wlan0"]  # NetworkManager's in physical: it reconnects it itself
+    store.save(st)
+    assert set(linkup.uplinks_of(store)) == {"eth0", "eth1"}
 
 
 def _link_msg(kind: int, index: int, name: str, flags: int) -> bytes:
