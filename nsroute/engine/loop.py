@@ -8,9 +8,15 @@ for a while after traffic the loop naps (.naps). The concerns around the loop ha
 own modules: TUN reads and coalesced writes (.tunio), UDP with GSO/GRO and sticky sources
 (.udpio), the counters file (.stats), the settings (.options).
 
+The clock counts time asleep (CLOCK_BOOTTIME, as the kernel's WireGuard does; see
+`boot_clock`). CLOCK_MONOTONIC stands still while a laptop is suspended: on waking after
+more than REJECT_AFTER_TIME, an engine on it would take its session for fresh and send
+under keys every peer has since dropped, until its own timers gave up on them (about 15
+s of silence); on boot time the session is expired and the first packet shakes hands.
+
 Time scale (TEST ONLY): NSROUTE_TIME_SCALE=N (a number from 1 to 1000; anything else is
 ignored with a warning) runs the protocol's clock N times faster, so a soak test sees a
-rekey every 120/N seconds. The `now` given to the device is start + (monotonic - start) * N,
+rekey every 120/N seconds. The `now` given to the device is start + (boot time - start) * N,
 and its deadlines are converted back to real seconds for the epoll wait. TAI64N stamps and
 latest-handshake stay on real wall time (the peer checks TAI64N against its own record of
 us): device.wall_offset is kept at wall time minus the scaled `now`. Never set it in
@@ -44,6 +50,11 @@ log = logging.getLogger("nsroute.engine")
 HOUSEKEEPING = 1.0
 
 
+def boot_clock() -> float:
+    """Seconds since boot, time asleep included: the clock of every `now` the engine gives."""
+    return time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
 class Engine:
     """One WireGuard interface served over an open TUN and UDP sockets.
 
@@ -57,9 +68,9 @@ class Engine:
                  device: Device | None = None, control: ControlSocket | None = None) -> None:
         self.options = options = options or Options()
         self.tun, self.udp, self.control = tun, udp, control
-        self.device = device or Device(wall_offset=time.time() - time.monotonic())
+        self.device = device or Device(wall_offset=time.time() - boot_clock())
         self.scale = options.time_scale
-        self._t0 = time.monotonic()
+        self._t0 = boot_clock()
         self.errors: Counter[str] = Counter()
         self.offload: Counter[str] = Counter()
         self.loop_counters: Counter[str] = Counter()
@@ -82,7 +93,7 @@ class Engine:
              bring_up: bool = False, options: Options | None = None) -> Engine:
         """Create the TUN, bind the UDP sockets and the UAPI socket, and serve them."""
         options = options or Options.from_env()
-        device = Device(wall_offset=time.time() - time.monotonic(), mtu=mtu)
+        device = Device(wall_offset=time.time() - boot_clock(), mtu=mtu)
         udp = UDPSockets(socket_netns)
         try:
             tun = Tun(ifname, mtu, offload=options.offload,
@@ -126,7 +137,7 @@ class Engine:
             raise uapi.UAPIError(errno.EIO, "internal error") from None
 
     def apply(self, plan: uapi.Plan) -> None:
-        uapi.apply(self.device, plan, self.clock(time.monotonic()), rebind=self._rebind)
+        uapi.apply(self.device, plan, self.clock(boot_clock()), rebind=self._rebind)
         for pp in plan.peers:  # a user-set endpoint starts with no sticky source
             if pp.endpoint is not uapi.UNSET and pp.endpoint:
                 sticky.forget(self.udpio.sticky, pp.endpoint)
@@ -147,7 +158,7 @@ class Engine:
     # ------------------------------------------------------------------ clock and signals
 
     def clock(self, real: float) -> float:
-        """The protocol's `now` for monotonic time `real` (scaled under NSROUTE_TIME_SCALE)."""
+        """The protocol's `now` for boot time `real` (scaled under NSROUTE_TIME_SCALE)."""
         if self.scale == 1.0:
             return real
         now = self._t0 + (real - self._t0) * self.scale
@@ -208,16 +219,16 @@ class Engine:
         flush_udp, flush_tun = self.udpio.flush, self.tunio.flush
         naps, clock, poll = self.naps, self.clock, ep.poll
         pacer = ReadPacer()
-        next_house = time.monotonic() + HOUSEKEEPING
+        next_house = boot_clock() + HOUSEKEEPING
         while not self._stop:
-            real = time.monotonic()
+            real = boot_clock()
             pacer.end(real)
             wait = naps.wait(self._wait(real, clock(real), next_house), pacer, real)
             try:
                 events = poll(max(0.0, wait), 64)
             except InterruptedError:
                 continue
-            real = time.monotonic()
+            real = boot_clock()
             now = clock(real)
             if not events:  # a nap that ended with nothing to do
                 naps.woke(pacer, real, now)
