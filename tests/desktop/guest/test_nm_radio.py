@@ -92,6 +92,13 @@ def status() -> tuple[dict, str, int]:
     return info, text, sh("nsroute", "status", "--check", check=False).returncode
 
 
+def radio_log() -> str:
+    """What NetworkManager and wpa_supplicant logged about rfkill (who noticed the switch)."""
+    out = sh("journalctl", "-u", "NetworkManager", "-u", "wpa_supplicant", "--no-pager", "-n", "400",
+             check=False).stdout
+    return "\n".join(ln for ln in out.splitlines() if "rfkill" in ln.lower())[-2500:]
+
+
 def guard_lines() -> str:
     try:
         return "\n".join(ln for ln in GUARD_LOG.read_text().splitlines() if "rfkill" in ln)
@@ -115,7 +122,7 @@ def assert_off(desk: dict, how: str) -> list[str]:
     assert_nothing_beyond(router)
     radio = nm_radio()
     info, text, check = status()
-    print(f"after {how}: nmcli radio wifi = {radio}; nsroute status:\n{text}")
+    print(f"after {how}: nmcli radio wifi = {radio}; nsroute status:\n{text}\nrfkill in the journal:\n{radio_log()}")
     wrong = []
     if radio != "disabled":
         wrong.append(f"after {how} NetworkManager shows Wi-Fi {radio!r} (the applet draws it on)")
@@ -132,8 +139,9 @@ def assert_back(desk: dict, how: str) -> None:
     wlan = desk["wlan"]
     got, took = wait_wifi(wlan, RADIO_BACK)
     assert all(got.values()), (f"Wi-Fi not back within {RADIO_BACK:g}s of {how}: {got}\n"
-                               f"guard: {guard_lines()}\n{diagnose()}")
-    print(f"Wi-Fi connected again {took:.1f}s after {how}; guard said: {guard_lines() or '(nothing)'}")
+                               f"guard: {guard_lines()}\n{radio_log()}\n{diagnose()}")
+    print(f"Wi-Fi connected again {took:.1f}s after {how}; guard said: {guard_lines() or '(nothing)'}\n"
+          f"rfkill in the journal:\n{radio_log()}")
     assert nm_radio() == "enabled"
     tunnel_carries(desk["server"])
     info, text, check = status()
@@ -179,18 +187,22 @@ def test_wifi_off_and_on_under_networkmanager(unit):
     reset_counters(router)
     tunnel_carries(desk["server"])
 
-    # 1. the airplane-mode key: a soft rfkill block of the laptop's radio
-    soft_block(idx, True)
-    wrong = assert_off(desk, f"rfkill block {idx}")
-    soft_block(idx, False)
-    assert_back(desk, f"rfkill unblock {idx}")
+    try:
+        # 1. the airplane-mode key: a soft rfkill block of the laptop's radio
+        soft_block(idx, True)
+        wrong = assert_off(desk, f"rfkill block {idx}")
+        soft_block(idx, False)
+        assert_back(desk, f"rfkill unblock {idx}")
 
-    # 2. the applet's switch, from the protected side
-    sh("nmcli", "radio", "wifi", "off")
-    wrong += assert_off(desk, "nmcli radio wifi off")
-    sh("nmcli", "radio", "wifi", "on")
-    aps_back(desk)
-    assert_back(desk, "nmcli radio wifi on")
+        # 2. the applet's switch, from the protected side
+        sh("nmcli", "radio", "wifi", "off")
+        wrong += assert_off(desk, "nmcli radio wifi off")
+        sh("nmcli", "radio", "wifi", "on")
+        aps_back(desk)
+        assert_back(desk, "nmcli radio wifi on")
+    finally:  # whatever failed: the radio on again, for the tests after this one
+        soft_block(idx, False)
+        sh("nmcli", "radio", "wifi", "on", check=False)
 
     sh("systemctl", "stop", UNIT, timeout=180)
     back, took = wait_wifi(wlan, 90, None)
