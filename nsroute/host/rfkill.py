@@ -10,6 +10,8 @@ unblocked, every wireless uplink of the deployment that is down in `physical` is
 wpa_supplicant then associates, and linkup.py has the DHCP client renew.
 Which radio's switch it was is not matched to an interface (the switch's sysfs is only
 readable from the radio's namespace): an unblock means the user wants Wi-Fi back.
+
+`blocked_phys` is what `status` asks: which radios are blocked now.
 """
 
 from __future__ import annotations
@@ -63,15 +65,7 @@ class Watch:
         os.close(self.fd)
 
     def ready(self) -> None:
-        events = []
-        while True:
-            try:
-                data = os.read(self.fd, 64)  # one event per read (8 bytes, 9 on newer kernels)
-            except BlockingIOError:
-                break
-            if len(data) < EVENT.size:
-                break
-            events.append(EVENT.unpack_from(data))
+        events = read_events(self.fd)
         if unblocked(self.blocked, events):
             self.bring_up()
 
@@ -88,3 +82,48 @@ class Watch:
                 self.log(f"guard: Wi-Fi unblocked (rfkill): {name} up again in {self.physical}")
             except HostError as e:
                 self.log(f"guard: Wi-Fi unblocked (rfkill), but {name} cannot come up: {e}")
+
+
+def read_events(fd: int) -> list[tuple[int, int, int, int, int]]:
+    """Every event queued on a non-blocking /dev/rfkill descriptor."""
+    events = []
+    while True:
+        try:
+            data = os.read(fd, 64)  # one event per read (8 bytes, 9 on newer kernels)
+        except BlockingIOError:
+            break
+        if len(data) < EVENT.size:
+            break
+        events.append(EVENT.unpack_from(data))
+    return events
+
+
+def phy_of_switch(target: str) -> str | None:
+    """The radio (phyN) a switch belongs to, from its /sys/class/rfkill link (pure):
+    cfg80211 puts it under the wiphy, .../ieee80211/phyN/rfkillM."""
+    parts = target.rstrip("/").split("/")
+    return parts[-2] if len(parts) >= 3 and parts[-3] == "ieee80211" else None
+
+
+def blocked_phys(sys_class: str = "/sys/class/rfkill") -> dict[str, str] | None:
+    """Each radio's switch now: phy -> "soft", "hard" or "" (None: no /dev/rfkill).
+
+    From /dev/rfkill's first states and the class links, both readable from any
+    namespace (the switch's own attributes only where its radio is)."""
+    try:
+        fd = os.open(DEV, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        events = read_events(fd)
+    finally:
+        os.close(fd)
+    out = {}
+    for idx, _kind, op, soft, hard in events:
+        try:
+            phy = phy_of_switch(os.readlink(f"{sys_class}/rfkill{idx}"))
+        except OSError:
+            continue
+        if phy and op == OP_ADD:
+            out[phy] = "hard" if hard else ("soft" if soft else "")
+    return out
