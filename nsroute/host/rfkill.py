@@ -10,7 +10,11 @@ unblocked, every wireless uplink of the deployment that is down in `physical` is
 wpa_supplicant then associates, and linkup.py has the DHCP client renew.
 Which radio's switch it was is not matched to an interface (the switch's sysfs is only
 readable from the radio's namespace): an unblock means the user wants Wi-Fi back.
+Under NetworkManager (in `physical`) this is the same thing NetworkManager does on the
+unblock, and harmless beside it: setting an interface up twice is once.
 
+Every change after the first states is also passed on into `physical` in udev's format
+(udevmsg.py): NetworkManager there hears of rfkill only that way.
 `blocked_phys` is what `status` asks: which radios are blocked now.
 """
 
@@ -21,7 +25,7 @@ import struct
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from . import kernel
+from . import kernel, udevmsg
 from .errors import HostError
 from .linkup import complete_state
 from .revive import wireless_names
@@ -56,7 +60,10 @@ class Watch:
         self.physical, self.log = physical, log
         self.store = Store(stem, store_dir)
         self.blocked: dict[int, bool] = {}
+        self.seqnum = 0
+        self.starting = True
         self.ready()  # the kernel queues an ADD for every switch there is: the first states
+        self.starting = False
 
     def fileno(self) -> int:
         return self.fd
@@ -66,8 +73,22 @@ class Watch:
 
     def ready(self) -> None:
         events = read_events(self.fd)
+        if not self.starting:
+            self.tell_networkmanager(events)
         if unblocked(self.blocked, events):
             self.bring_up()
+
+    def tell_networkmanager(self, events: list[tuple[int, int, int, int, int]]) -> None:
+        for idx, kind, op, soft, hard in events:
+            self.seqnum += 1
+            props = udevmsg.rfkill_props(idx, kind, op, soft, hard, self.seqnum, udevmsg.devpath_of(idx))
+            try:
+                udevmsg.send(self.physical, udevmsg.message(props))
+            except OSError as e:
+                self.log(f"guard: cannot pass rfkill{idx}'s change into {self.physical}: {e}")
+                continue
+            self.log(f"guard: rfkill{idx} {props['ACTION']} ({props['RFKILL_TYPE']}, state "
+                     f"{props['RFKILL_STATE']}) passed on into {self.physical} (udev's format)")
 
     def bring_up(self) -> None:
         st = complete_state(self.store)
