@@ -42,7 +42,7 @@ from .desk import (
 from .site import SERVER_TUNNEL, assert_nothing_beyond, counter, reset_counters
 
 RADIO_BACK = 180.0  # scan, association and DHCP under TCG; NetworkManager's scans back off
-GUARD_LOG = Path("/run/nsroute/wg0.guard.log")
+GUARD_LOG = Path("/run/nsroute/host-physical.guard.log")
 
 
 def rfkill_index(phy: str) -> int:
