@@ -8,8 +8,9 @@ tier): it then waits for an interface that nobody brings up. So the guard, which
 /dev/rfkill (not per namespace), does it: on a Wi-Fi switch going from blocked to
 unblocked, every wireless uplink of the deployment that is down in `physical` is set up;
 wpa_supplicant then associates, and linkup.py has the DHCP client renew.
-Which radio's switch it was is not matched to an interface (the switch's sysfs is only
-readable from the radio's namespace): an unblock means the user wants Wi-Fi back.
+Which radio's switch it was is not matched to an interface (the switch's attributes are
+only readable from the radio's namespace; its class link, which `blocked_phys` reads, is):
+an unblock means the user wants Wi-Fi back.
 Under NetworkManager (in `physical`) this is the same thing NetworkManager does on the
 unblock, and harmless beside it: setting an interface up twice is once.
 
