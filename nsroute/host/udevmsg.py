@@ -16,7 +16,6 @@ listeners in `physical` (NetworkManager) receive it.
 
 from __future__ import annotations
 
-import errno
 import os
 import socket
 import struct
@@ -94,8 +93,5 @@ def send(ns: str, data: bytes) -> None:
             s.sendto(data, (0, GROUP_UDEV))
         except ConnectionRefusedError:
             pass  # the unicast half (to the kernel, which takes none); the multicast went out
-        except OSError as e:
-            if e.errno != errno.ECONNREFUSED:
-                raise
     finally:
         s.close()
