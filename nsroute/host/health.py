@@ -63,6 +63,9 @@ def uplink_findings(iface: dict[str, Any]) -> list[Finding]:
     name = iface["name"]
     if iface["state"] == "missing":
         return [_f("uplink-missing", f"uplink {name} is not in the physical namespace", name)]
+    if iface.get("rfkill"):  # cfg80211 closed its interface: say why, not just "down"
+        return [_f("wifi-blocked", f"Wi-Fi uplink {name} is switched off (rfkill {iface['rfkill']} block: "
+                   "airplane mode, the Wi-Fi key or switch, or `nmcli radio wifi off`)", name)]
     if iface.get("admin_up") is False:
         return [_f("uplink-down", f"uplink {name} is administratively down", name)]
     if iface.get("wireless") and iface.get("associated") is False:

@@ -8,8 +8,15 @@ tier): it then waits for an interface that nobody brings up. So the guard, which
 /dev/rfkill (not per namespace), does it: on a Wi-Fi switch going from blocked to
 unblocked, every wireless uplink of the deployment that is down in `physical` is set up;
 wpa_supplicant then associates, and linkup.py has the DHCP client renew.
-Which radio's switch it was is not matched to an interface (the switch's sysfs is only
-readable from the radio's namespace): an unblock means the user wants Wi-Fi back.
+Which radio's switch it was is not matched to an interface (the switch's attributes are
+only readable from the radio's namespace; its class link, which `blocked_phys` reads, is):
+an unblock means the user wants Wi-Fi back.
+Under NetworkManager (in `physical`) this is the same thing NetworkManager does on the
+unblock, and harmless beside it: setting an interface up twice is once.
+
+Every change after the first states is also passed on into `physical` in udev's format
+(udevmsg.py): NetworkManager there hears of rfkill only that way.
+`blocked_phys` is what `status` asks: which radios are blocked now.
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ import struct
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from . import kernel
+from . import kernel, udevmsg
 from .errors import HostError
 from .linkup import complete_state
 from .revive import wireless_names
@@ -54,7 +61,10 @@ class Watch:
         self.physical, self.log = physical, log
         self.store = Store(stem, store_dir)
         self.blocked: dict[int, bool] = {}
+        self.seqnum = 0
+        self.starting = True
         self.ready()  # the kernel queues an ADD for every switch there is: the first states
+        self.starting = False
 
     def fileno(self) -> int:
         return self.fd
@@ -63,17 +73,23 @@ class Watch:
         os.close(self.fd)
 
     def ready(self) -> None:
-        events = []
-        while True:
-            try:
-                data = os.read(self.fd, 64)  # one event per read (8 bytes, 9 on newer kernels)
-            except BlockingIOError:
-                break
-            if len(data) < EVENT.size:
-                break
-            events.append(EVENT.unpack_from(data))
+        events = read_events(self.fd)
+        if not self.starting:
+            self.tell_networkmanager(events)
         if unblocked(self.blocked, events):
             self.bring_up()
+
+    def tell_networkmanager(self, events: list[tuple[int, int, int, int, int]]) -> None:
+        for idx, kind, op, soft, hard in events:
+            self.seqnum += 1
+            props = udevmsg.rfkill_props(idx, kind, op, soft, hard, self.seqnum, udevmsg.devpath_of(idx))
+            try:
+                udevmsg.send(self.physical, udevmsg.message(props))
+            except OSError as e:
+                self.log(f"guard: cannot pass rfkill{idx}'s change into {self.physical}: {e}")
+                continue
+            self.log(f"guard: rfkill{idx} {props['ACTION']} ({props['RFKILL_TYPE']}, state "
+                     f"{props['RFKILL_STATE']}) passed on into {self.physical} (udev's format)")
 
     def bring_up(self) -> None:
         st = complete_state(self.store)
@@ -88,3 +104,48 @@ class Watch:
                 self.log(f"guard: Wi-Fi unblocked (rfkill): {name} up again in {self.physical}")
             except HostError as e:
                 self.log(f"guard: Wi-Fi unblocked (rfkill), but {name} cannot come up: {e}")
+
+
+def read_events(fd: int) -> list[tuple[int, int, int, int, int]]:
+    """Every event queued on a non-blocking /dev/rfkill descriptor."""
+    events = []
+    while True:
+        try:
+            data = os.read(fd, 64)  # one event per read (8 bytes, 9 on newer kernels)
+        except BlockingIOError:
+            break
+        if len(data) < EVENT.size:
+            break
+        events.append(EVENT.unpack_from(data))
+    return events
+
+
+def phy_of_switch(target: str) -> str | None:
+    """The radio (phyN) a switch belongs to, from its /sys/class/rfkill link (pure):
+    cfg80211 puts it under the wiphy, .../ieee80211/phyN/rfkillM."""
+    parts = target.rstrip("/").split("/")
+    return parts[-2] if len(parts) >= 3 and parts[-3] == "ieee80211" else None
+
+
+def blocked_phys(sys_class: str = "/sys/class/rfkill") -> dict[str, str] | None:
+    """Each radio's switch now: phy -> "soft", "hard" or "" (None: no /dev/rfkill).
+
+    From /dev/rfkill's first states and the class links, both readable from any
+    namespace (the switch's own attributes only where its radio is)."""
+    try:
+        fd = os.open(DEV, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        events = read_events(fd)
+    finally:
+        os.close(fd)
+    out = {}
+    for idx, _kind, op, soft, hard in events:
+        try:
+            phy = phy_of_switch(os.readlink(f"{sys_class}/rfkill{idx}"))
+        except OSError:
+            continue
+        if phy and op == OP_ADD:
+            out[phy] = "hard" if hard else ("soft" if soft else "")
+    return out

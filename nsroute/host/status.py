@@ -7,7 +7,19 @@ import json
 import time
 from typing import Any
 
-from . import block, health, inventory, kernel, kernelwg, netns, procs, records, revive, wifi
+from . import (
+    block,
+    health,
+    inventory,
+    kernel,
+    kernelwg,
+    netns,
+    procs,
+    records,
+    revive,
+    rfkill,
+    wifi,
+)
 from .errors import HostError
 from .guardrecord import Record
 from .state import State
@@ -105,15 +117,18 @@ def gather(st: State, now: float | None = None, guard: Record | None = None, ful
     there = st.mode == "host" and netns.exists(st.physical)
     # a former uplink the guard set up again has its DHCP client in the guard's record
     dhcp_procs = [*st.dhcp, *revive.revived_processes(guard.revived if guard else [])]
+    switches = rfkill.blocked_phys() if st.mode == "host" and st.wiphys else None
     if st.mode == "host":
         for snap in st.interfaces:
             name = snap["name"]
             up = _uplink(st.physical, name) if there else _uplink_missing()
             dhcp = [p.pid for p in dhcp_procs if p.what == f"dhcp {name}" and procs.alive(p)]
             wireless = any(name in w["ifaces"] for w in st.wiphys)
+            phy = next((w["phy"] for w in st.wiphys if name in w["ifaces"]), None)
             ifaces.append({"name": name, **up, "dhcp_pid": dhcp[0] if dhcp else None, "wireless": wireless,
                            "associated": _associated(st.physical, name)
-                           if wireless and up["state"] != "missing" else None})
+                           if wireless and up["state"] != "missing" else None,
+                           "rfkill": (switches or {}).get(phy) if wireless else None})
     tstate, taddrs = _addrs(tun_ns, st.ifname)
     kernel = st.backend == "kernel"
     if kernel:  # no engine process: the kernel's link, read over netlink where it lives
@@ -239,6 +254,7 @@ def render(info: dict[str, Any]) -> str:
                      f"{info['physical_namespace']} CMD, or nsroute exec, to go around the tunnel)")
         for i in info["interfaces"]:
             extra = " wireless" if i["wireless"] else ""
+            extra += f" SWITCHED OFF (rfkill {i['rfkill']} block)" if i.get("rfkill") else ""
             extra += " NOT ASSOCIATED" if i.get("associated") is False else ""
             extra += f" dhcp pid {i['dhcp_pid']}" if i["dhcp_pid"] else ""
             lines.append(f"  {i['name']:<10} {i['state']:<8} {' '.join(i['addresses']) or '-'}{extra}")

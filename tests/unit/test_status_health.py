@@ -169,6 +169,7 @@ def test_engine_gone_and_tunnel_missing():
     ({"admin_up": False, "carrier": None}, "uplink-down"),
     ({"carrier": False}, "uplink-no-carrier"),
     ({"wireless": True, "associated": False, "carrier": False}, "wifi-not-associated"),
+    ({"wireless": True, "rfkill": "soft", "admin_up": False, "associated": False}, "wifi-blocked"),
     ({"global_addresses": [], "addresses": []}, "uplink-no-address"),
 ])
 def test_the_only_uplink_failing_is_a_problem(change, kind):
@@ -219,3 +220,14 @@ def test_a_dead_guard_or_a_missing_block_is_a_problem():
     problems, _ = health.assess(info)
     assert kinds(problems) == ["guard-not-running", "block-missing"]
     assert health.assess(_info(guard=None))[0] == []  # container mode has no guard
+
+
+def test_a_switched_off_radio_is_named_as_such():
+    """Airplane mode on the only uplink: not healthy, and the line says why (not just "down")."""
+    info = _info()
+    info["interfaces"][0].update(wireless=True, rfkill="soft", admin_up=False, associated=False, carrier=None)
+    info["problems"], info["warnings"] = health.assess(info)
+    text = status.render(info)
+    assert "all traffic goes through the tunnel" not in text
+    assert "SWITCHED OFF (rfkill soft block)" in text and "airplane mode" in text
+    assert status.render_check(info).startswith("problem: wifi-blocked: Wi-Fi uplink eth0 is switched off")

@@ -143,6 +143,12 @@ c.sendall(h.hexdigest().encode()); c.close()
 """
 
 
+def tunnel_carries(server: str) -> None:
+    """A ping and a checksummed transfer through the tunnel."""
+    assert sh("ping", "-c", "3", "-W", "5", SERVER_TUNNEL, check=False).returncode == 0, diagnose()
+    transfer(server, 64 * 1024)
+
+
 def transfer(server: str, size: int = 256 * 1024) -> None:
     """`size` random bytes from the desktop to the server's tunnel address, checksummed there."""
     srv = subprocess.Popen(["ip", "netns", "exec", server, "python3", "-c", TRANSFER_SERVER,

@@ -12,16 +12,11 @@ included; `systemctl stop` gives NetworkManager its devices back, connected as b
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
 import time
 from pathlib import Path
 
-import pytest
-
-from .conftest import sh
+from .conftest import UNIT, sh
 from .desk import (
-    ETH,
     RECONNECT,
     SSID,
     SSID2,
@@ -35,46 +30,18 @@ from .desk import (
     same_netns,
     start_ap,
     stop,
-    transfer,
+    tunnel_carries,
     wait_connected,
 )
-from .site import SERVER_TUNNEL, assert_nothing_beyond, counter, reset_counters
+from .site import assert_nothing_beyond, counter, reset_counters
 
-UNIT = "nsroute@wg0.service"
-CONF = Path("/etc/nsroute/wg0.conf")
-DROPIN = Path(f"/run/systemd/system/{UNIT}.d/50-test-interfaces.conf")
 RENEW = 110.0  # dnsmasq leases for 2 min: the client renews at half of that
 AP_BACK = 180.0  # NetworkManager's scans back off while disconnected
-
-
-@pytest.fixture
-def unit(desk):
-    """The unit, told which uplinks to take (eth5 is a veth, which `up` leaves alone unless named)."""
-    CONF.parent.mkdir(mode=0o755, exist_ok=True)
-    shutil.copyfile(desk["conf"], CONF)
-    CONF.chmod(0o600)
-    DROPIN.parent.mkdir(parents=True, exist_ok=True)
-    DROPIN.write_text("[Service]\nExecStart=\nExecStart=/usr/bin/nsroute up %i --backend userspace "
-                      f"--wait 0 --interface {ETH} --interface {desk['wlan']}\n")
-    sh("systemctl", "daemon-reload")
-    try:
-        yield desk
-    finally:
-        subprocess.run(["systemctl", "stop", UNIT], capture_output=True, timeout=120)
-        shutil.rmtree(DROPIN.parent, ignore_errors=True)
-        subprocess.run(["systemctl", "daemon-reload"], check=False)
-        subprocess.run(["systemctl", "reset-failed", UNIT], capture_output=True)
-        CONF.unlink(missing_ok=True)
 
 
 def acks(log: Path, iface: str) -> int:
     """DHCPACKs the router's dnsmasq sent on `iface` (a renewal is one more)."""
     return len(re.findall(rf"DHCPACK\({re.escape(iface)}\)", log.read_text()))
-
-
-def tunnel_carries(server: str) -> None:
-    assert sh("ping", "-c", "3", "-W", "5", SERVER_TUNNEL, check=False).returncode == 0, diagnose()
-    transfer(server, 64 * 1024)
 
 
 def test_unit_under_networkmanager_renews_roams_and_reconnects(unit):
