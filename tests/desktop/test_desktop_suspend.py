@@ -60,7 +60,13 @@ def sleep_and_wake(image: str, deb: str, backend: str) -> dict:
     return verdict
 
 
-@pytest.mark.parametrize("backend", ["userspace", "kernel"])
+# The userspace engine is what this is about; the kernel backend keeps its own boot-time
+# clock (0.21 s in the run README.md cites): NSROUTE_SUSPEND_BACKENDS="userspace kernel"
+# adds its boot, which CI's 90 minutes leave out.
+BACKENDS = os.environ.get("NSROUTE_SUSPEND_BACKENDS", "userspace").split()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_tunnel_back_at_once_after_a_long_sleep(built, backend):
     v = sleep_and_wake(*built, backend)
     # the sleep was real: boot time went on, monotonic time stood still
