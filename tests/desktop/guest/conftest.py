@@ -19,4 +19,4 @@ HERE = Path(__file__).parent
 def pytest_collection_modifyitems(config, items):
     mark_guest_only(items, HERE, IN_DESKTOP, "runs only inside the desktop VM (NSROUTE_DESKTOP=1)")
 
-from .desk import desk  # noqa: E402,F401 (the NetworkManager site, for every scenario that needs it)
+from .desk import desk, unit  # noqa: E402,F401 (the NetworkManager site and the unit on it, for the scenarios)

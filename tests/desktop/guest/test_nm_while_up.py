@@ -12,19 +12,15 @@ included; `systemctl stop` gives NetworkManager its devices back, connected as b
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
 import time
 from pathlib import Path
 
-import pytest
-
 from .conftest import sh
 from .desk import (
-    ETH,
     RECONNECT,
     SSID,
     SSID2,
+    UNIT,
     WLAN,
     WLAN2,
     assert_reconnected_in_physical,
@@ -40,31 +36,8 @@ from .desk import (
 )
 from .site import SERVER_TUNNEL, assert_nothing_beyond, counter, reset_counters
 
-UNIT = "nsroute@wg0.service"
-CONF = Path("/etc/nsroute/wg0.conf")
-DROPIN = Path(f"/run/systemd/system/{UNIT}.d/50-test-interfaces.conf")
 RENEW = 110.0  # dnsmasq leases for 2 min: the client renews at half of that
 AP_BACK = 180.0  # NetworkManager's scans back off while disconnected
-
-
-@pytest.fixture
-def unit(desk):
-    """The unit, told which uplinks to take (eth5 is a veth, which `up` leaves alone unless named)."""
-    CONF.parent.mkdir(mode=0o755, exist_ok=True)
-    shutil.copyfile(desk["conf"], CONF)
-    CONF.chmod(0o600)
-    DROPIN.parent.mkdir(parents=True, exist_ok=True)
-    DROPIN.write_text("[Service]\nExecStart=\nExecStart=/usr/bin/nsroute up %i --backend userspace "
-                      f"--wait 0 --interface {ETH} --interface {desk['wlan']}\n")
-    sh("systemctl", "daemon-reload")
-    try:
-        yield desk
-    finally:
-        subprocess.run(["systemctl", "stop", UNIT], capture_output=True, timeout=120)
-        shutil.rmtree(DROPIN.parent, ignore_errors=True)
-        subprocess.run(["systemctl", "daemon-reload"], check=False)
-        subprocess.run(["systemctl", "reset-failed", UNIT], capture_output=True)
-        CONF.unlink(missing_ok=True)
 
 
 def acks(log: Path, iface: str) -> int:
