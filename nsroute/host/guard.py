@@ -25,6 +25,7 @@ import select
 import signal
 import socket
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -34,6 +35,7 @@ from . import interfaces as ifaces
 from . import kernel, procs, wifi
 from .errors import HostError
 from .guardrecord import Moved, Record
+from .revivals import Revivals
 from .state import Proc
 
 SOL_NETLINK = 270
@@ -43,6 +45,7 @@ GENL_ID_CTRL = 0x10  # the controller; its "notify" group has the same id
 RTM_NEWLINK, RTM_DELLINK = 16, 17
 TUNNEL_GONE = 3  # exit status when a watched tunnel went away (systemd then runs `up` again)
 NETLINK_GENERIC = 16  # the socket module names NETLINK_ROUTE but not this one
+REVIVE_GRACE = 25.0  # seconds an ending guard gives the uplink it is setting up again
 
 
 # ----------------------------------------------------------------- what moves
@@ -153,6 +156,10 @@ class Guard:
         self.log = log or (lambda m: print(m, file=sys.stderr, flush=True))
         self._nl80211: socket.socket | None = None
         self.extras: list[Extra] = []  # more to listen to in the same loop (linkup.py)
+        # setting up a former uplink waits; moving never does (revivals.py). The record is
+        # written from both threads: under this lock.
+        self._lock = threading.RLock()
+        self._revivals: Revivals[Moved] = Revivals(self._set_up_again)
 
     # -- moving
     def sweep(self) -> None:
@@ -200,29 +207,39 @@ class Guard:
         self._moved(Moved("wiphy", name, index, t, netdevs, mac))
 
     def _moved(self, m: Moved) -> None:
-        self.record.moved.append(m)
-        self.record.save(self.record_path)
+        with self._lock:
+            self.record.moved.append(m)
+            self.record.save(self.record_path)
         extra = f" with {', '.join(m.netdevs)}" if m.netdevs else ""
         self.log(f"guard: moved {m.what} {m.name}{extra} to {self.physical}")
-        if self.revive is None:
-            return
-        try:  # a former uplink: set up again as `up` did
-            done = self.revive(m, self.record.revived)
+        if self.revive is not None:
+            self._revivals.submit(m)  # the loop goes on moving meanwhile
+
+    def _set_up_again(self, m: Moved) -> None:
+        """In the revivals thread: a former uplink is set up again as `up` did."""
+        assert self.revive is not None
+        with self._lock:
+            earlier = list(self.record.revived)
+        try:
+            done = self.revive(m, earlier)
         except Exception as e:  # the move stands; what failed is told, the guard goes on
             self._error(f"cannot set up {m.name} again: {e!r}")
             return
         if done:
-            self.record.revived += done
-            self.record.save(self.record_path)
+            with self._lock:
+                self.record.revived += done
+                self.record.save(self.record_path)
 
     def note(self, entry: dict, keep: int = 50) -> None:
         """What an extra watch did (the last `keep`), for `status`."""
-        self.record.renewed = [*self.record.renewed, entry][-keep:]
-        self.record.save(self.record_path)
+        with self._lock:
+            self.record.renewed = [*self.record.renewed, entry][-keep:]
+            self.record.save(self.record_path)
 
     def _error(self, msg: str) -> None:
-        self.record.errors.append(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {msg}")
-        self.record.save(self.record_path)
+        with self._lock:
+            self.record.errors.append(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {msg}")
+            self.record.save(self.record_path)
         self.log(f"guard: {msg}")
 
     # -- listening
@@ -237,7 +254,8 @@ class Guard:
         signal.signal(signal.SIGHUP, lambda *_: os.write(stop_w, b"h"))
         engine_fd = self._rewatch(None)
         self.sweep()
-        self.record.save(self.record_path)
+        with self._lock:
+            self.record.save(self.record_path)
         if ready:
             ready()
         try:
@@ -260,6 +278,8 @@ class Guard:
                 self._on_wireless(readable, ctrl)
                 self._on_extras(readable)
         finally:
+            # the uplink being set up is finished (hotplug.STOP_TIMEOUT allows for it)
+            self._revivals.close(REVIVE_GRACE)
             for x in self.extras:
                 x.close()
             for s in (rtnl, ctrl, self._nl80211):

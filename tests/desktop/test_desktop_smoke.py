@@ -24,6 +24,7 @@ MUST_PASS = [
     "test_networkmanager::test_networkmanager_keeps_ethernet_and_wifi_connected[kernel]",
     "test_nm_while_up::test_unit_under_networkmanager_renews_roams_and_reconnects",
     "test_nm_radio::test_wifi_off_and_on_under_networkmanager",
+    "test_nm_hotplug::test_plugged_in_while_up_networkmanager_in_physical_connects_them",
 ]
 
 

@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import secrets
+import shutil
 import socket
 import subprocess
 import time
@@ -48,6 +49,9 @@ LAN, WLAN, WLAN2 = "192.168.77", "192.168.70", "192.168.71"
 # took 26 s (2.2 s on a quieter run), so the bound is what this VM can show, and the time
 # is printed.
 RECONNECT = 60.0
+UNIT = "nsroute@wg0.service"
+CONF = Path("/etc/nsroute/wg0.conf")
+DROPIN = Path(f"/run/systemd/system/{UNIT}.d/50-test-interfaces.conf")
 DROPINS = [Path("/run/systemd/system/NetworkManager.service.d/50-nsroute-physical.conf"),
            Path("/run/systemd/system/wpa_supplicant.service.d/50-nsroute-physical.conf"),
            Path("/run/NetworkManager/conf.d/50-nsroute-physical.conf")]
@@ -255,6 +259,26 @@ def desk(tmp_path):
         subprocess.run(["ip", "link", "del", ETH], capture_output=True)
         remove_namespaces(router, server)
         subprocess.run(["rmmod", "mac80211_hwsim"], capture_output=True)
+
+
+@pytest.fixture
+def unit(desk):
+    """The unit, told which uplinks to take (eth5 is a veth, which `up` leaves alone unless named)."""
+    CONF.parent.mkdir(mode=0o755, exist_ok=True)
+    shutil.copyfile(desk["conf"], CONF)
+    CONF.chmod(0o600)
+    DROPIN.parent.mkdir(parents=True, exist_ok=True)
+    DROPIN.write_text("[Service]\nExecStart=\nExecStart=/usr/bin/nsroute up %i --backend userspace "
+                      f"--wait 0 --interface {ETH} --interface {desk['wlan']}\n")
+    sh("systemctl", "daemon-reload")
+    try:
+        yield desk
+    finally:
+        subprocess.run(["systemctl", "stop", UNIT], capture_output=True, timeout=120)
+        shutil.rmtree(DROPIN.parent, ignore_errors=True)
+        subprocess.run(["systemctl", "daemon-reload"], check=False)
+        subprocess.run(["systemctl", "reset-failed", UNIT], capture_output=True)
+        CONF.unlink(missing_ok=True)
 
 
 def nm_up(connection: str) -> None:

@@ -57,6 +57,55 @@ def counters_ruleset(lan_ifaces: list[str]) -> str:
 """
 
 
+# What an uplink may send its router, frame by frame, while up (the allow-list of
+# `ingress_chain`): DHCP (v4, v6), ARP, ICMPv6 (neighbour discovery, MLD), WireGuard to the
+# server, the kernel's port-unreachable quoting the server's datagram or a DHCP reply,
+# EAPOL (WPA2's handshake) and the access point's own "layer 2 update"; `other` is a leak.
+INGRESS_KINDS = ("dhcp", "arp", "icmpv6", "wireguard", "unreach", "eapol", "l2update", "other")
+
+
+def ingress_chain(side: str, dev: str, wg_daddr: str, router_ips: list[str], log_prefix: str,
+                  wg_port: int = WG_PORT) -> str:
+    """A netdev ingress chain on the router's port `dev` that sorts every frame arriving
+    there, from the first, into counters c_SIDE_KIND (declare them: `ingress_counters`).
+
+    Why at ingress: it sees frames before any address or route, ARP and EAPOL included, so
+    "nothing but these" holds from the frame a new link sends first."""
+    c = f"c_{side}_"
+    return f"""  chain {side} {{
+    type filter hook ingress device "{dev}" priority -500; policy accept;
+    ether type arp counter name {c}arp accept
+    ether type 0x888e counter name {c}eapol accept
+    # the router's own mac80211 announces each station that associates (and so the laptop's
+    # radio at every connect) with an 802.2 XID "layer 2 update" frame from the station's
+    # MAC, broadcast, which it injects as if received on the access point's port: 802.3
+    # length 6, LLC 00 01 af, XID 81 01 00 (net/mac80211/cfg.c, ieee80211_send_layer2_update)
+    ether daddr ff:ff:ff:ff:ff:ff ether type 0x0006 @ll,112,48 0x0001af810100 counter name {c}l2update accept
+    udp sport 68 udp dport 67 counter name {c}dhcp accept
+    udp sport 546 udp dport 547 counter name {c}dhcp accept
+    meta l4proto 58 counter name {c}icmpv6 accept
+    ip daddr {wg_daddr} udp dport {wg_port} counter name {c}wireguard accept
+    # the laptop kernel's port-unreachable for a datagram of the server (inner source port
+    # {wg_port}) or a DHCP reply (67) that found no socket: a killed engine's old port (the
+    # restarted one has another). It quotes the router's datagram, so nothing from the
+    # protected side can look like it: link noise, as in tests/support/hosts.py.
+    ip daddr {{ {", ".join(router_ips)} }} icmp type destination-unreachable icmp code port-unreachable @th,224,16 {{ {wg_port}, 67 }} counter name {c}unreach accept
+    counter name {c}other log prefix "{log_prefix}"
+  }}
+"""
+
+
+def ingress_counters(sides: list[str]) -> str:
+    """The counter declarations `ingress_chain`'s rules name."""
+    return "".join(f"  counter c_{side}_{k} {{}}\n" for side in sides for k in INGRESS_KINDS)
+
+
+def parse_ingress(nft_list: str, sides: list[str]) -> dict[str, dict[str, int]]:
+    """`nft list counters table ...` -> frames per side and kind."""
+    found = {k: int(v) for k, v in re.findall(r"counter c_(\w+) \{\s*packets (\d+)", nft_list)}
+    return {side: {k: found[f"{side}_{k}"] for k in INGRESS_KINDS} for side in sides}
+
+
 def install_counters(router: str, lan_ifaces: list[str]) -> None:
     # each packet `beyond` counts is also logged (dmesg): a failure then names what left
     sh("sysctl", "-qw", "net.netfilter.nf_log_all_netns=1", check=False)

@@ -25,11 +25,12 @@ from pathlib import Path
 
 from nsroute.host import rfkill as rf
 
-from .conftest import UNIT, sh
+from .conftest import sh
 from .desk import (
     ETH,
     SSID,
     SSID2,
+    UNIT,
     assert_reconnected_in_physical,
     associated,
     connected,

@@ -15,11 +15,12 @@ import re
 import time
 from pathlib import Path
 
-from .conftest import UNIT, sh
+from .conftest import sh
 from .desk import (
     RECONNECT,
     SSID,
     SSID2,
+    UNIT,
     WLAN,
     WLAN2,
     assert_reconnected_in_physical,

@@ -19,12 +19,18 @@ serving that link too and the same counters on its port.
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import sys
 from pathlib import Path
 
-from tests.desktop.guest.site import hostapd_conf, psk_hex
+from tests.desktop.guest.site import (
+    INGRESS_KINDS,
+    hostapd_conf,
+    ingress_chain,
+    ingress_counters,
+    parse_ingress,
+    psk_hex,
+)
 
 # the MACs scripts/desktop-run --lan gives the two NICs (LAN_NICS there)
 UPLINK_MAC, ROUTER_MAC = "52:54:00:80:00:08", "52:54:00:80:00:09"
@@ -57,9 +63,9 @@ UNITS = {"userspace": "nsroute@wg0.service", "kernel": "nsroute-kernel@wg0.servi
 ROUTER_UNIT = "nsroute-test-lan-router.service"
 ROUTER_WIFI_IP = "192.168.81.1"
 SSID = "nsr-boot"
-# dhcp: DHCPv4 and DHCPv6; eapol: the WPA2 handshake with the access point and l2update:
-# the access point's announcement of an associated station (Wi-Fi only, see _chain)
-COUNTERS = ("dhcp", "arp", "icmpv6", "wireguard", "unreach", "eapol", "l2update", "other")
+# what each port's frames are sorted into: guest/site.py's allow-list, shared with the
+# hot-plug scenario (dhcp v4/v6, ..., eapol and l2update for Wi-Fi, other: a leak)
+COUNTERS = INGRESS_KINDS
 OTHER_LOG = "nsr-lan-other: "  # the kernel log's prefix for what `other` counts
 PROFILE = "lan-cable"  # the NetworkManager connection the laptop keeps for its uplink
 WIFI_PROFILE = "home-wifi"  # and the one for its Wi-Fi
@@ -67,35 +73,14 @@ WIFI_PROFILE = "home-wifi"  # and the one for its Wi-Fi
 
 def _chain(side: str, dev: str) -> str:
     """One allow-list for each of the router's ports: counters c_SIDE_KIND."""
-    c = f"c_{side}_"
-    return f"""  chain {side} {{
-    type filter hook ingress device "{dev}" priority -500; policy accept;
-    ether type arp counter name {c}arp accept
-    ether type 0x888e counter name {c}eapol accept
-    # the router's own mac80211 announces each station that associates (and so the laptop's
-    # radio at every connect) with an 802.2 XID "layer 2 update" frame from the station's
-    # MAC, broadcast, which it injects as if received on the access point's port: 802.3
-    # length 6, LLC 00 01 af, XID 81 01 00 (net/mac80211/cfg.c, ieee80211_send_layer2_update)
-    ether daddr ff:ff:ff:ff:ff:ff ether type 0x0006 @ll,112,48 0x0001af810100 counter name {c}l2update accept
-    udp sport 68 udp dport 67 counter name {c}dhcp accept
-    udp sport 546 udp dport 547 counter name {c}dhcp accept
-    meta l4proto 58 counter name {c}icmpv6 accept
-    ip daddr {ROUTER_IP} udp dport {WG_PORT} counter name {c}wireguard accept
-    # the laptop kernel's port-unreachable for a datagram of the server (inner source port
-    # {WG_PORT}) or a DHCP reply (67) that found no socket: a killed engine's old port (the
-    # restarted one has another). It quotes the router's datagram, so nothing from the
-    # protected side can look like it: link noise, as in tests/support/hosts.py.
-    ip daddr {{ {ROUTER_IP}, {ROUTER_WIFI_IP} }} icmp type destination-unreachable icmp code port-unreachable @th,224,16 {{ {WG_PORT}, 67 }} counter name {c}unreach accept
-    counter name {c}other log prefix "{OTHER_LOG}"
-  }}
-"""
+    return ingress_chain(side, dev, ROUTER_IP, [ROUTER_IP, ROUTER_WIFI_IP], OTHER_LOG, WG_PORT)
 
 
 SIDES = {"cable": lambda: ROUTER_NIC, "wifi": lambda: ROUTER_WLAN}
 
 
 def nft_text() -> str:
-    decl = "".join(f"  counter c_{side}_{k} {{}}\n" for side in SIDES for k in COUNTERS)
+    decl = ingress_counters(list(SIDES))
     return "table netdev lancount {\n" + decl + "".join(_chain(s, d()) for s, d in SIDES.items()) + "}\n"
 
 
@@ -174,8 +159,7 @@ def counters() -> dict[str, dict[str, int]]:
     """Frames each of the router's ports (cable, wifi) received from the laptop since the
     router came up, by kind."""
     out = sh("ip", "netns", "exec", ROUTER_NS, "nft", "list", "counters", "table", "netdev", "lancount")
-    found = {k: int(v) for k, v in re.findall(r"counter c_(\w+) \{\s*packets (\d+)", out)}
-    return {side: {k: found[f"{side}_{k}"] for k in COUNTERS} for side in SIDES}
+    return parse_ingress(out, list(SIDES))
 
 
 def _write(path: Path, text: str, mode: int = 0o644) -> None:
