@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..nsutil import entered, path_of, setns
+from ..nsutil import entered, path_of
 from .errors import HostError
 
 __all__ = ["entered", "path_of", "exists", "same", "run", "popen"]
@@ -64,17 +64,14 @@ def delete(name: str) -> None:
 
 
 def popen(ns: str | None, argv: Sequence[str], **kw: Any) -> subprocess.Popen:
-    """Start a program inside `ns`, in a session of its own (so it outlives us)."""
-    target = os.open(path_of(ns), os.O_RDONLY) if ns is not None else None
+    """Start a program inside `ns`, in a session of its own (so it outlives us).
 
-    def enter() -> None:
-        if target is not None:
-            setns(target)
-
+    The calling thread steps into `ns` around the fork instead of a preexec_fn doing
+    setns in the child: the guard has worker threads, and code run between fork and
+    exec in a threaded process can deadlock on a lock another thread held. A network
+    namespace belongs to a thread, so no other thread is moved, and the child
+    inherits the namespace of the thread that forked it."""
     kw.setdefault("stdin", subprocess.DEVNULL)
     kw.setdefault("start_new_session", True)
-    try:
-        return subprocess.Popen(list(argv), preexec_fn=enter, pass_fds=() if target is None else (target,), **kw)
-    finally:
-        if target is not None:
-            os.close(target)
+    with entered(ns):
+        return subprocess.Popen(list(argv), **kw)
