@@ -11,8 +11,8 @@ wpa_supplicant then associates, and linkup.py has the DHCP client renew.
 Which radio's switch it was is not matched to an interface (the switch's attributes are
 only readable from the radio's namespace; its class link, which `blocked_phys` reads, is):
 an unblock means the user wants Wi-Fi back.
-Under NetworkManager (in `physical`) this is the same thing NetworkManager does on the
-unblock, and harmless beside it: setting an interface up twice is once.
+Wi-Fi uplinks NetworkManager manages in `physical` are left to it, as linkup.py leaves
+them (one rule, `linkup.uplinks_of`): it sets them up itself on the unblock it hears of.
 
 Every change after the first states is also passed on into `physical` in udev's format
 (udevmsg.py): NetworkManager there hears of rfkill only that way.
@@ -28,7 +28,7 @@ from pathlib import Path
 
 from . import kernel, udevmsg
 from .errors import HostError
-from .linkup import complete_state
+from .linkup import complete_state, uplinks_of
 from .revive import wireless_names
 from .state import Store
 
@@ -95,7 +95,7 @@ class Watch:
         st = complete_state(self.store)
         if st is None:
             return
-        for name in sorted(wireless_names(st)):
+        for name in sorted(wireless_names(st) & uplinks_of(self.store).keys()):
             link = kernel.link(self.physical, name)
             if link is None or link["up"]:
                 continue

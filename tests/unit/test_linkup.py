@@ -120,3 +120,21 @@ def test_a_wifi_switch_unblocked_after_being_blocked_is_the_edge():
     assert not rfkill.unblocked(seen, [(0, W, CHANGE, 0, 0)])  # unblocked again: no edge
     assert not rfkill.unblocked(seen, [(2, 2, ADD, 1, 0), (2, 2, CHANGE, 0, 0)])  # Bluetooth
     assert not rfkill.unblocked(seen, [(1, W, DEL, 1, 0), (1, W, CHANGE, 0, 0)])  # gone, then unknown
+
+
+def test_an_unblock_sets_up_only_the_wifi_uplinks_nsroute_configures(tmp_path, monkeypatch):
+    from nsroute.host import rfkill
+
+    store = Store("host-p", tmp_path)
+    st = State(mode="host", physical="p", config_path="c", ifname="wg0", complete=True,
+               interfaces=[{"name": "wlan0"}, {"name": "wlan1"}, {"name": "eth0"}],
+               wiphys=[{"name": "phy0", "ifaces": ["wlan0"]}, {"name": "phy1", "ifaces": ["wlan1"]}],
+               nm_managed=["wlan1"])
+    store.save(st)
+    set_up: list[tuple[str, str]] = []
+    monkeypatch.setattr(kernel, "link", lambda ns, name: {"up": False})
+    monkeypatch.setattr(kernel, "set_link", lambda ns, name, up: set_up.append((ns, name)))
+    w = object.__new__(rfkill.Watch)  # no /dev/rfkill needed for the rule
+    w.physical, w.store, w.log = "p", store, lambda _msg: None
+    w.bring_up()
+    assert set_up == [("p", "wlan0")]  # wlan1 is NetworkManager's, eth0 has no radio
