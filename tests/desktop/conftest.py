@@ -25,18 +25,23 @@ PACKAGE = REPO / "scripts" / "package"
 
 
 @pytest.fixture(scope="session")
-def desktop_run(tmp_path_factory) -> GuestRun:
-    """`pytest tests/desktop/guest` in the booted image; skip only when qemu cannot run here."""
+def desktop_build(tmp_path_factory) -> tuple[str, str]:
+    """The image (built or reused) and the nsroute package built from this tree, once for
+    every boot of the tier: the guest installs nsroute from it, as a user would."""
     if os.environ.get("NSROUTE_DESKTOP") == "1":
         pytest.skip("already inside the desktop VM")
     build = subprocess.run([str(IMAGE)], cwd=REPO, capture_output=True, text=True)
     assert build.returncode == 0, f"scripts/desktop-image failed:\n{build.stderr[-3000:]}"
-    image = build.stdout.strip().splitlines()[-1]
-    # the guest installs nsroute from the package built from this tree, as a user would
     dist = tmp_path_factory.mktemp("desktop-deb")
     pkg = subprocess.run([str(PACKAGE), "--out", str(dist)], cwd=REPO, capture_output=True, text=True)
     assert pkg.returncode == 0, f"scripts/package failed:\n{pkg.stderr[-3000:]}"
-    deb = pkg.stdout.strip().splitlines()[-1]
+    return build.stdout.strip().splitlines()[-1], pkg.stdout.strip().splitlines()[-1]
+
+
+@pytest.fixture(scope="session")
+def desktop_run(tmp_path_factory, desktop_build) -> GuestRun:
+    """`pytest tests/desktop/guest` in the booted image; skip only when qemu cannot run here."""
+    image, deb = desktop_build
     reports = tmp_path_factory.mktemp("desktop-reports")
     selection = os.environ.get("NSROUTE_DESKTOP_TESTS", "tests/desktop/guest").split()
     guest = ("python3 -m pytest " + " ".join(selection) + " -p no:cacheprovider -v "

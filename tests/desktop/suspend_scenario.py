@@ -31,8 +31,8 @@ from tests.desktop.guest.site import (
     install_counters,
     make_router_and_server,
     reset_counters,
+    static_lan_uplink,
 )
-from tests.support.guest import sh
 
 VERDICT = "NSROUTE-SUSPEND-VERDICT "
 SLEEP = 200  # seconds asleep: more than REJECT_AFTER_TIME
@@ -57,12 +57,7 @@ def clocks() -> dict[str, float]:
 def main(backend: str) -> dict:
     tmp = Path(tempfile.mkdtemp())
     router, server = make_router_and_server()
-    sh("ip", "link", "add", UPLINK, "type", "veth", "peer", "name", "r-lan", "netns", router)
-    sh("ip", "addr", "add", "192.168.77.2/24", "dev", UPLINK)
-    sh("ip", "link", "set", UPLINK, "up")
-    sh("ip", "route", "add", "default", "via", "192.168.77.1", "dev", UPLINK)
-    sh("ip", "-n", router, "addr", "add", "192.168.77.1/24", "dev", "r-lan")
-    sh("ip", "-n", router, "link", "set", "r-lan", "up")
+    static_lan_uplink(router, UPLINK)
     spub, ckey = build_wan(router, server, tmp)
     install_counters(router, ["r-lan"])
     conf = client_config(tmp / "wg0.conf", ckey, spub)

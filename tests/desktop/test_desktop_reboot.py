@@ -21,7 +21,7 @@ import pytest
 from tests.support.junit import parse_junit
 from tests.vm.conftest import EXIT_NO_QEMU
 
-from .conftest import IMAGE, PACKAGE, RUN
+from .conftest import RUN
 from .reboot.lan import ROUTER_UNIT, UNITS
 
 pytestmark = pytest.mark.vm
@@ -58,16 +58,11 @@ def _checks(backend: str, then: str | None) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def reboots(tmp_path_factory):
-    if os.environ.get("NSROUTE_DESKTOP") == "1":
-        pytest.skip("already inside the desktop VM")
-    build = subprocess.run([str(IMAGE)], capture_output=True, text=True)
-    assert build.returncode == 0, build.stderr[-3000:]
+def reboots(tmp_path_factory, desktop_build):
+    image, deb = desktop_build
     work = tmp_path_factory.mktemp("desktop-reboot")
-    pkg = subprocess.run([str(PACKAGE), "--out", str(work)], capture_output=True, text=True)
-    assert pkg.returncode == 0, pkg.stderr[-3000:]
     disk = work / "disk.img"  # a sparse copy: the cached image stays clean
-    subprocess.run(["cp", "--sparse=always", build.stdout.strip().splitlines()[-1], str(disk)], check=True)
+    subprocess.run(["cp", "--sparse=always", image, str(disk)], check=True)
     reports = work / "reports"
     reports.mkdir()
     out = {}
@@ -75,7 +70,7 @@ def reboots(tmp_path_factory):
     chosen = os.environ.get("NSROUTE_REBOOT_BACKENDS", "userspace kernel").split()
     plan = [(b, chosen[i + 1] if i + 1 < len(chosen) else None) for i, b in enumerate(chosen)]
     first = _boot(disk, reports, "python3", "-m", "tests.desktop.reboot.lan", "prepare", chosen[0],
-                  deb=pkg.stdout.strip().splitlines()[-1])
+                  deb=deb)
     assert first.returncode == 0, first.stdout[-4000:]
     for backend, then in plan:
         p = _boot(disk, reports, *_checks(backend, then))

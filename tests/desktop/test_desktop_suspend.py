@@ -24,24 +24,12 @@ import pytest
 
 from tests.vm.conftest import EXIT_NO_QEMU
 
-from .conftest import IMAGE, PACKAGE, RUN
+from .conftest import RUN
 from .suspend_scenario import SLEEP, VERDICT
 
 pytestmark = pytest.mark.vm
 
 BACK_WITHIN = 5.0  # seconds from the resume to the first ping answered through the tunnel
-
-
-@pytest.fixture(scope="module")
-def built(tmp_path_factory):
-    if os.environ.get("NSROUTE_DESKTOP") == "1":
-        pytest.skip("already inside the desktop VM")
-    build = subprocess.run([str(IMAGE)], capture_output=True, text=True)
-    assert build.returncode == 0, build.stderr[-3000:]
-    work = tmp_path_factory.mktemp("desktop-suspend")
-    pkg = subprocess.run([str(PACKAGE), "--out", str(work)], capture_output=True, text=True)
-    assert pkg.returncode == 0, pkg.stderr[-3000:]
-    return build.stdout.strip().splitlines()[-1], pkg.stdout.strip().splitlines()[-1]
 
 
 def sleep_and_wake(image: str, deb: str, backend: str) -> dict:
@@ -67,8 +55,8 @@ BACKENDS = os.environ.get("NSROUTE_SUSPEND_BACKENDS", "userspace").split()
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_tunnel_back_at_once_after_a_long_sleep(built, backend):
-    v = sleep_and_wake(*built, backend)
+def test_tunnel_back_at_once_after_a_long_sleep(desktop_build, backend):
+    v = sleep_and_wake(*desktop_build, backend)
     # the sleep was real: boot time went on, monotonic time stood still
     assert v["asleep_boottime_s"] >= SLEEP - 5, v
     assert v["asleep_monotonic_s"] < v["asleep_boottime_s"] - 150, v

@@ -187,6 +187,17 @@ def remove_namespaces(*names: str) -> None:
         subprocess.run(["ip", "netns", "del", n], capture_output=True)
 
 
+def static_lan_uplink(router: str, uplink: str) -> None:
+    """A wired uplink with a static address: the veth `uplink` here, `r-lan` in the router,
+    192.168.77.0/24, the desktop's default route through the router (.1)."""
+    sh("ip", "link", "add", uplink, "type", "veth", "peer", "name", "r-lan", "netns", router)
+    sh("ip", "addr", "add", "192.168.77.2/24", "dev", uplink)
+    sh("ip", "link", "set", uplink, "up")
+    sh("ip", "route", "add", "default", "via", "192.168.77.1", "dev", uplink)
+    sh("ip", "-n", router, "addr", "add", "192.168.77.1/24", "dev", "r-lan")
+    sh("ip", "-n", router, "link", "set", "r-lan", "up")
+
+
 def build_wan(router: str, server: str, tmp: Path) -> tuple[str, str]:
     """The router's WAN link to the server (10.200.0.0/30), forwarding on, and kernel
     WireGuard in the server; returns the server's public key and the client's private key."""

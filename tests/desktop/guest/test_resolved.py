@@ -28,6 +28,7 @@ from .site import (
     make_router_and_server,
     remove_namespaces,
     reset_counters,
+    static_lan_uplink,
 )
 
 NAME = "probe.nsroute.test"
@@ -64,12 +65,7 @@ def site(tmp_path):
              f"--log-facility={tmp_path / f'dnsmasq-{n}.log'}"]))  # fmt: skip
 
     try:
-        sh("ip", "link", "add", UPLINK, "type", "veth", "peer", "name", "r-lan", "netns", router)
-        sh("ip", "addr", "add", "192.168.77.2/24", "dev", UPLINK)
-        sh("ip", "link", "set", UPLINK, "up")
-        sh("ip", "route", "add", "default", "via", "192.168.77.1", "dev", UPLINK)
-        sh("ip", "-n", router, "addr", "add", "192.168.77.1/24", "dev", "r-lan")
-        sh("ip", "-n", router, "link", "set", "r-lan", "up")
+        static_lan_uplink(router, UPLINK)
         spub, ckey = build_wan(router, server, tmp_path)
         dnsmasq(router, "192.168.77.1", LAN_ANSWER)
         dnsmasq(server, "10.99.0.1", TUNNEL_ANSWER)
