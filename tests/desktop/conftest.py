@@ -8,6 +8,7 @@ read its JUnit report (as tests/vm does).
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -44,7 +45,10 @@ def desktop_run(tmp_path_factory, desktop_build) -> GuestRun:
     image, deb = desktop_build
     reports = tmp_path_factory.mktemp("desktop-reports")
     selection = os.environ.get("NSROUTE_DESKTOP_TESTS", "tests/desktop/guest").split()
-    guest = ("python3 -m pytest " + " ".join(selection) + " -p no:cacheprovider -v "
+    # the unit scenarios' backends (desk.py's BACKENDS): the guest sees only its command line
+    backends = shlex.quote(os.environ.get("NSROUTE_DESKTOP_BACKENDS", "userspace"))
+    guest = (f"NSROUTE_DESKTOP_BACKENDS={backends} python3 -m pytest " + " ".join(selection)
+             + " -p no:cacheprovider -v "
              "--junitxml $NSROUTE_DESKTOP_OUT/guest.xml -o junit_family=xunit2")
     # seven scenarios under TCG: 20-30 min on a loaded 2-core machine (desktop-run's default is 15)
     cmd = [sys.executable, str(RUN), "--image", image, "--deb", deb, "--timeout", "3000",

@@ -30,7 +30,6 @@ from tests.support.plug import USB_DEV, Hwsim, LinkWatch, gadget_netdev, usb_hos
 from .conftest import sh
 from .desk import (
     SSID2,
-    UNIT,
     WLAN2,
     assert_reconnected_in_physical,
     associated,
@@ -39,6 +38,7 @@ from .desk import (
     main_pid,
     nm_states,
     same_netns,
+    start_unit,
     tunnel_carries,
 )
 from .site import (
@@ -171,7 +171,7 @@ def plug(unit):
         if dnsmasq is not None:
             dnsmasq.terminate()
             dnsmasq.wait(timeout=10)
-        subprocess.run(["systemctl", "stop", UNIT], capture_output=True, timeout=180)
+        subprocess.run(["systemctl", "stop", desk["unit"]], capture_output=True, timeout=180)
         for m in ("g_ether", "dummy_hcd"):
             subprocess.run(["rmmod", m], capture_output=True)
 
@@ -180,7 +180,7 @@ def test_plugged_in_while_up_networkmanager_in_physical_connects_them(plug):
     desk = plug
     router, server = desk["router"], desk["server"]
 
-    sh("systemctl", "start", UNIT, timeout=180)
+    start_unit(desk)
     assert_reconnected_in_physical(desk["wlan"], "systemctl start")
     reset_counters(router)
     tunnel_carries(server)
@@ -229,7 +229,7 @@ def test_plugged_in_while_up_networkmanager_in_physical_connects_them(plug):
     assert_nothing_beyond(router)
 
     # `systemctl stop` hands both back to NetworkManager at home
-    sh("systemctl", "stop", UNIT, timeout=180)
+    sh("systemctl", "stop", desk["unit"], timeout=180)
     nm = main_pid("NetworkManager.service")
     assert nm and same_netns(nm), "NetworkManager is not back in the initial namespace"
     assert not os.path.exists("/run/netns/physical")

@@ -30,13 +30,13 @@ from .desk import (
     ETH,
     SSID,
     SSID2,
-    UNIT,
     assert_reconnected_in_physical,
     associated,
     connected,
     diagnose,
     nm_states,
     start_ap,
+    start_unit,
     stop,
     tunnel_carries,
 )
@@ -179,7 +179,7 @@ def test_wifi_off_and_on_under_networkmanager(unit):
     got, _ = wait_wifi(wlan, 30, None)
     assert all(got.values()), f"nmcli did not connect the Wi-Fi before start: {got}\n{diagnose()}"
 
-    sh("systemctl", "start", UNIT, timeout=180)
+    start_unit(desk)
     assert_reconnected_in_physical(wlan, "systemctl start")
     sh("nmcli", "device", "disconnect", ETH)  # the cable unplugged: the Wi-Fi the only way out
     end = time.monotonic() + 30
@@ -205,7 +205,7 @@ def test_wifi_off_and_on_under_networkmanager(unit):
         soft_block(idx, False)
         sh("nmcli", "radio", "wifi", "on", check=False)
 
-    sh("systemctl", "stop", UNIT, timeout=180)
+    sh("systemctl", "stop", desk["unit"], timeout=180)
     back, took = wait_wifi(wlan, 90, None)
     assert all(back.values()), f"Wi-Fi not connected at home after stop: {back}\n{diagnose()}"
     assert nm_radio() == "enabled"

@@ -20,7 +20,6 @@ from .desk import (
     RECONNECT,
     SSID,
     SSID2,
-    UNIT,
     WLAN,
     WLAN2,
     assert_reconnected_in_physical,
@@ -30,6 +29,7 @@ from .desk import (
     nm_up,
     same_netns,
     start_ap,
+    start_unit,
     stop,
     tunnel_carries,
     wait_connected,
@@ -51,7 +51,7 @@ def test_unit_under_networkmanager_renews_roams_and_reconnects(unit):
     before, _ = wait_connected(None, wlan, 30)
     assert all(before.values()), f"nmcli did not connect both uplinks before start: {before}\n{diagnose()}"
 
-    sh("systemctl", "start", UNIT, timeout=180)
+    start_unit(desk)
     reset_counters(router)
     assert_reconnected_in_physical(wlan, "systemctl start")
     tunnel_carries(desk["server"])
@@ -89,7 +89,7 @@ def test_unit_under_networkmanager_renews_roams_and_reconnects(unit):
     assert counter(router, "dns") == 0, "a DNS query reached the router"
     assert_nothing_beyond(router)
 
-    sh("systemctl", "stop", UNIT, timeout=180)
+    sh("systemctl", "stop", desk["unit"], timeout=180)
     nm = main_pid("NetworkManager.service")
     assert nm and same_netns(nm), "NetworkManager is not back in the initial namespace"
     back, took = wait_connected(None, wlan, 90, SSID, WLAN)
