@@ -113,6 +113,18 @@ def far_log() -> str:
     return "\n".join(ln for ln in sh("dmesg", check=False).stdout.splitlines() if FAR_LOG in ln)[-3000:]
 
 
+def usb_detail(router: str, far: str) -> str:
+    """Both ends of the USB link as the kernel and NetworkManager see them: a NIC that stays
+    `unavailable` is one without carrier, and this says which end lost it."""
+    usb = link_by_mac(USB_MAC, "physical") or "-"
+    runs = [sh(*c, check=False) for c in (
+        ["ip", "-n", "physical", "-d", "-s", "link", "show", "dev", usb],
+        ["ip", "-n", router, "-d", "-s", "link", "show", "dev", far],
+        ["sh", "-c", "dmesg | grep -iE 'usb|cdc|gadget|g_ether|udc|hcd|enx' | tail -40"],
+        ["sh", "-c", f"journalctl -u NetworkManager --no-pager | grep -F '{usb}' | tail -30"])]
+    return "\n".join(r.stdout + r.stderr for r in runs)
+
+
 def new_devices(ns: str | None) -> dict[str, bool]:
     """What a user checks of the two new devices where they live (`ns`)."""
     dongle, usb = link_by_mac(DONGLE_MAC, ns), link_by_mac(USB_MAC, ns)
@@ -217,7 +229,8 @@ def test_plugged_in_while_up_networkmanager_in_physical_connects_them(plug):
         time.sleep(1)
         got = new_devices("physical")
     assert all(got.values()), (f"NetworkManager in physical did not connect the new devices within "
-                               f"{CONNECT:g}s: {got}\n{diagnose()}\n{sh('nsroute', 'status', check=False).stdout}")
+                               f"{CONNECT:g}s: {got}\n{diagnose()}\n{sh('nsroute', 'status', check=False).stdout}\n"
+                               f"{usb_detail(router, desk['far'])}")
     print(f"dongle and USB NIC connected in physical {time.monotonic() - start:.1f}s after the guard moved them")
     tunnel_carries(server)
 
