@@ -125,6 +125,28 @@ def usb_detail(router: str, far: str) -> str:
     return "\n".join(r.stdout + r.stderr for r in runs)
 
 
+def gadget_lost_carrier(router: str, far: str) -> bool:
+    """The rig's fault, not nsroute's: now and then (3 times in long boots, the fourth
+    scenario or later of one boot; never in 6 short ones) g_ether behind dummy_hcd has its end of the link up (LOWER_UP) while the
+    host side, up and moved, never hears of it (NO-CARRIER, nothing received): the
+    gadget's link notification is lost between the two ends. nsroute has no part in
+    carrier, so the test re-plugs the device once, as a user would, and says so."""
+    usb = link_by_mac(USB_MAC, "physical")
+    if usb is None:
+        return False
+    host = json.loads(sh("ip", "-n", "physical", "-j", "link", "show", "dev", usb).stdout)[0]["flags"]
+    gadget = json.loads(sh("ip", "-n", router, "-j", "link", "show", "dev", far).stdout)[0]["flags"]
+    return "UP" in host and "NO-CARRIER" in host and "LOWER_UP" in gadget
+
+
+def replug_usb() -> None:
+    """Unplug the USB NIC and plug it in again; the guard moves it anew."""
+    Path(USB_DEV, "authorized").write_text("0")
+    wait(lambda: link_by_mac(USB_MAC, "physical") is None, 30, "the USB NIC to go")
+    Path(USB_DEV, "authorized").write_text("1")
+    wait(lambda: link_by_mac(USB_MAC, "physical"), 60, "the guard to move the re-plugged USB NIC")
+
+
 def new_devices(ns: str | None) -> dict[str, bool]:
     """What a user checks of the two new devices where they live (`ns`)."""
     dongle, usb = link_by_mac(DONGLE_MAC, ns), link_by_mac(USB_MAC, ns)
@@ -224,10 +246,15 @@ def test_plugged_in_while_up_networkmanager_in_physical_connects_them(plug):
 
     # NetworkManager in `physical` takes both and connects them with the saved profiles
     start = time.monotonic()
-    got = new_devices("physical")
+    got, replugged = new_devices("physical"), False
     while not all(got.values()) and time.monotonic() - start < CONNECT:
         time.sleep(1)
         got = new_devices("physical")
+        if not replugged and time.monotonic() - start > 30 and gadget_lost_carrier(router, desk["far"]):
+            print(f"USB NIC without carrier 30 s after the move, its gadget end up: re-plugged\n"
+                  f"{usb_detail(router, desk['far'])}")
+            replug_usb()
+            replugged = True
     assert all(got.values()), (f"NetworkManager in physical did not connect the new devices within "
                                f"{CONNECT:g}s: {got}\n{diagnose()}\n{sh('nsroute', 'status', check=False).stdout}\n"
                                f"{usb_detail(router, desk['far'])}")
