@@ -49,7 +49,7 @@ def desktop_run(tmp_path_factory, desktop_build) -> GuestRun:
     backends = shlex.quote(os.environ.get("NSROUTE_DESKTOP_BACKENDS", "userspace"))
     guest = (f"NSROUTE_DESKTOP_BACKENDS={backends} python3 -m pytest " + " ".join(selection)
              + " -p no:cacheprovider -v "
-             "--junitxml $NSROUTE_DESKTOP_OUT/guest.xml -o junit_family=xunit2")
+             "--junitxml $NSROUTE_DESKTOP_OUT/guest.xml -o junit_family=xunit2 -o junit_logging=system-out")
     # seven scenarios under TCG: 20-30 min on a loaded 2-core machine (desktop-run's default is 15)
     cmd = [sys.executable, str(RUN), "--image", image, "--deb", deb, "--timeout", "3000",
            "--rwdir", str(reports), "--",
