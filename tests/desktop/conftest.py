@@ -23,6 +23,8 @@ REPO = Path(__file__).resolve().parents[2]
 IMAGE = REPO / "scripts" / "desktop-image"
 RUN = REPO / "scripts" / "desktop-run"
 PACKAGE = REPO / "scripts" / "package"
+# the backends the unit scenarios run with (the guest's desk.py reads the same variable)
+UNIT_BACKENDS = os.environ.get("NSROUTE_DESKTOP_BACKENDS", "userspace").split()
 
 
 @pytest.fixture(scope="session")
@@ -46,8 +48,7 @@ def desktop_run(tmp_path_factory, desktop_build) -> GuestRun:
     reports = tmp_path_factory.mktemp("desktop-reports")
     selection = os.environ.get("NSROUTE_DESKTOP_TESTS", "tests/desktop/guest").split()
     # the unit scenarios' backends (desk.py's BACKENDS): the guest sees only its command line
-    backends = shlex.quote(os.environ.get("NSROUTE_DESKTOP_BACKENDS", "userspace"))
-    guest = (f"NSROUTE_DESKTOP_BACKENDS={backends} python3 -m pytest " + " ".join(selection)
+    guest = (f"NSROUTE_DESKTOP_BACKENDS={shlex.quote(' '.join(UNIT_BACKENDS))} python3 -m pytest " + " ".join(selection)
              + " -p no:cacheprovider -v "
              "--junitxml $NSROUTE_DESKTOP_OUT/guest.xml -o junit_family=xunit2 -o junit_logging=system-out")
     # seven scenarios under TCG: 20-30 min on a loaded 2-core machine (desktop-run's default is 15)
