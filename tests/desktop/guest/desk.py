@@ -50,10 +50,9 @@ LAN, WLAN, WLAN2 = "192.168.77", "192.168.70", "192.168.71"
 # is printed.
 RECONNECT = 60.0
 # The unit per backend, and the kind of link each leaves as wg0. The unit scenarios run with
-# the backends named in NSROUTE_DESKTOP_BACKENDS (default: the userspace engine only, for
-# CI's 90 minutes; `kernel` runs the same scenarios on nsroute-kernel@wg0).
+# the backends named in NSROUTE_DESKTOP_BACKENDS (default both, as CI runs them).
 UNITS = {"userspace": ("nsroute@wg0.service", "tun"), "kernel": ("nsroute-kernel@wg0.service", "wireguard")}
-BACKENDS = os.environ.get("NSROUTE_DESKTOP_BACKENDS", "userspace").split()
+BACKENDS = os.environ.get("NSROUTE_DESKTOP_BACKENDS", "userspace kernel").split()
 CONF = Path("/etc/nsroute/wg0.conf")
 DROPINS = [Path("/run/systemd/system/NetworkManager.service.d/50-nsroute-physical.conf"),
            Path("/run/systemd/system/wpa_supplicant.service.d/50-nsroute-physical.conf"),
