@@ -32,11 +32,13 @@ class NetnsError(OSError):
     """A namespace that cannot be found or entered (errno kept)."""
 
 
-def check(ret: int, what: str) -> None:
-    """Turn a libc call's -1 into OSError with its errno, naming what was tried."""
-    if ret != 0:
+def check(ret: int, what: str) -> int:
+    """Turn a libc call's -1 into OSError with its errno, naming what was tried; else its
+    result (a descriptor, for the calls that make one)."""
+    if ret < 0:
         err = ctypes.get_errno()
         raise OSError(err, f"{what}: {os.strerror(err)}")
+    return ret
 
 
 def path_of(ns: str | None) -> str:

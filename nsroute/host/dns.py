@@ -40,9 +40,14 @@ def write_in_place(path: str, content: str) -> None:
     fsmode.write_file(path, content, 0o644, force=False)
 
 
+def servers_in(content: str) -> list[str]:
+    """The `nameserver` addresses of a resolv.conf."""
+    return [w[1] for w in (ln.split() for ln in content.splitlines()) if len(w) > 1 and w[0] == "nameserver"]
+
+
 def uses_stub(content: str) -> bool:
     """True when resolv.conf points at a local stub (systemd-resolved) that the physical side lacks."""
-    servers = [ln.split()[1] for ln in content.splitlines() if ln.startswith("nameserver") and len(ln.split()) > 1]
+    servers = servers_in(content)
     return bool(servers) and all(s in STUB_RESOLVERS or s.startswith("127.") for s in servers)
 
 

@@ -156,6 +156,9 @@ class Guard:
         self.log = log or (lambda m: print(m, file=sys.stderr, flush=True))
         self._nl80211: socket.socket | None = None
         self.extras: list[Extra] = []  # more to listen to in the same loop (linkup.py)
+        # extras that can start only once `up` is further along: asked at the start and
+        # on each SIGHUP until they give one (None: not yet)
+        self.later: list[Callable[[], Extra | None]] = []
         # setting up a former uplink waits; moving never does (revivals.py). The record is
         # written from both threads: under this lock.
         self._lock = threading.RLock()
@@ -253,6 +256,7 @@ class Guard:
             signal.signal(sig, lambda *_: os.write(stop_w, b"x"))
         signal.signal(signal.SIGHUP, lambda *_: os.write(stop_w, b"h"))
         engine_fd = self._rewatch(None)
+        self._start_later()
         self.sweep()
         with self._lock:
             self.record.save(self.record_path)
@@ -268,6 +272,7 @@ class Guard:
                     if b"x" in os.read(stop_r, 64):
                         return 0
                     engine_fd = self._rewatch(engine_fd)
+                    self._start_later()
                     continue
                 if engine_fd is not None and engine_fd in readable:
                     self.log(f"guard: the engine (pid {self.engine.pid}) ended; ending too")
@@ -305,6 +310,18 @@ class Guard:
                     x.ready()
                 except Exception as e:  # told, and the guard goes on guarding
                     self._error(f"{type(x).__name__}: {e!r}")
+
+    def _start_later(self) -> None:
+        for make in list(self.later):
+            try:
+                x = make()
+            except Exception as e:  # told, and never asked again: the guard goes on guarding
+                self._error(f"{getattr(make, '__name__', 'extra')}: {e!r}")
+                x = None
+                self.later.remove(make)
+            if x is not None:
+                self.extras.append(x)
+                self.later.remove(make)
 
     def _rewatch(self, old_fd: int | None) -> int | None:
         """Learn (again) what to end with; a pidfd of the engine (readable once it ends)."""

@@ -14,7 +14,19 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .. import fsmode
-from . import guard, guardrecord, linkup, netns, procs, revive, rfkill, selfcmd, wifi
+from . import (
+    guard,
+    guardrecord,
+    linkup,
+    netns,
+    nmdns,
+    nmphysical,
+    procs,
+    revive,
+    rfkill,
+    selfcmd,
+    wifi,
+)
 from .errors import HostError
 from .state import Proc
 
@@ -144,11 +156,21 @@ def serve(physical: str, baseline_: dict[str, list[int]], store_dir: Path, stem:
         g.extras.append(rfkill.Watch(physical, store_dir, stem, g.log))
     except OSError as e:  # no rfkill in this kernel (or not yet loaded): no radio to unblock either
         g.log(f"guard: not watching rfkill: {e}")
+
+    def nm_servers() -> nmdns.Watch | None:
+        """Once NetworkManager is set to run in `physical` (after the guard started: `up`
+        nudges it then), its DNS servers go to that side's resolv.conf."""
+        if not nmphysical.runs_in_physical():
+            return None
+        return nmdns.Watch(Path("/etc/netns") / physical / "resolv.conf", g.log)
+
+    g.later.append(nm_servers)
     return g.run()
 
 
-def tunnel_started(proc: Proc | None) -> None:
-    """Tell a running guard that the tunnel was (re)started (it re-reads what to watch)."""
+def nudge(proc: Proc | None) -> None:
+    """Tell a running guard that `up` got further: NetworkManager started in `physical`, or
+    the tunnel (re)started. It re-reads what to watch (SIGHUP)."""
     if procs.alive(proc):
         assert proc is not None
         try:

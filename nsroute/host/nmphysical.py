@@ -19,7 +19,9 @@ What NetworkManager must not do from there, set in a runtime conf.d file:
 - push DNS: with systemd-resolved it sends each link's servers by ifindex, and ifindexes
   in `physical` name other links (perhaps the tunnel) in resolved's namespace; without
   resolved it would rewrite /etc/resolv.conf, which the tunnel's DNS owns
-  (`dns=none`, `rc-manager=unmanaged`, `systemd-resolved=false`);
+  (`dns=none`, `rc-manager=unmanaged`, `systemd-resolved=false`). It still writes the
+  servers of the networks it joins to its own files under /run/NetworkManager, which the
+  guard passes on to the physical side (nmdns.py);
 - run its connectivity (captive-portal) check: its name lookup would go through the
   protected side's resolver, i.e. through the tunnel (`nsroute exec` is the way to a portal).
 
@@ -39,7 +41,8 @@ from .errors import HostError
 NM_UNIT = "NetworkManager.service"
 WPA_UNIT = "wpa_supplicant.service"
 SYSTEMD_RUN = Path("/run/systemd/system")
-NM_CONF_DIR = Path("/run/NetworkManager/conf.d")
+NM_RUN = Path("/run/NetworkManager")
+NM_CONF_DIR = NM_RUN / "conf.d"
 DROPIN_NAME = "50-nsroute-physical.conf"
 TIMEOUT = 60.0
 
@@ -58,6 +61,12 @@ def nm_conf(unmanaged: list[str]) -> str:
     if unmanaged:
         text += "\n[keyfile]\nunmanaged-devices=" + ";".join(f"interface-name:{n}" for n in unmanaged) + "\n"
     return text
+
+
+def runs_in_physical(conf_dir: Path = NM_CONF_DIR) -> bool:
+    """`up` set NetworkManager to run in `physical` (its conf.d file, removed by `down`, is
+    the record the guard reads)."""
+    return (conf_dir / DROPIN_NAME).exists()
 
 
 def dropin_text(physical: str, sysfs: str) -> str:

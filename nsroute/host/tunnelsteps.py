@@ -110,7 +110,7 @@ def _configure(ctx: Ctx) -> None:
     tunnel.configure(cfg, cfg.name, tun_ns(st))
     st.tunnel_addresses = [str(a) for a in cfg.interface.addresses]
     st.listen_port = listenport.current(st, tun_ns(st)) or st.listen_port  # for a restart
-    hotplug.tunnel_started(st.guard)
+    hotplug.nudge(st.guard)
 
 
 ENGINE = Step("engine", _start_engine, _stop_engine)

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import dhcp, kernel, netns, networkmanager, nmphysical, procs, ready, wifi
+from . import dhcp, hotplug, kernel, netns, networkmanager, nmphysical, procs, ready, wifi
 from . import interfaces as ifaces
 from .errors import HostError
 from .state import State
@@ -76,6 +76,7 @@ def _nm_in_physical(ctx: Ctx) -> None:
     say(f"systemctl start NetworkManager (in {st.physical}: it reconnects {', '.join(st.nm_managed) or 'its devices'})")
     nmphysical.start_in(st.physical, [i["name"] for i in st.interfaces if i["name"] not in st.nm_managed],
                         _sysfs(ctx))
+    hotplug.nudge(st.guard)  # it passes NetworkManager's DNS servers on from now (nmdns.py)
 
 
 def _nm_leaves_physical(ctx: Ctx) -> None:

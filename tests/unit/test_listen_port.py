@@ -141,7 +141,7 @@ def test_the_recreated_kernel_link_gets_the_recorded_port(tmp_path, monkeypatch)
 
 def test_the_port_read_back_once_up_is_recorded(tmp_path, monkeypatch):
     monkeypatch.setattr(tunnelsteps.tunnel, "configure", lambda *a: None)
-    monkeypatch.setattr(tunnelsteps.hotplug, "tunnel_started", lambda guard: None)
+    monkeypatch.setattr(tunnelsteps.hotplug, "nudge", lambda guard: None)
     monkeypatch.setattr(listenport.kernelwg, "device", lambda name, ns: {"listen_port": 41000, "peers": []})
     ctx = _ctx(tmp_path, _state(backend="kernel", listen_port=40000), _cfg())
     tunnelsteps._configure(ctx)

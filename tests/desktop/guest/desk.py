@@ -42,6 +42,8 @@ from .site import (
 )
 
 SSID, SSID2 = "nsr-desk", "nsr-desk-2"
+# a name the router's dnsmasq answers (the DNS server of every network it leases on)
+PORTAL, PORTAL_ADDR = "portal.nsr-desk.test", "192.168.71.9"
 ETH = "eth5"  # a veth named like a NIC: NetworkManager's udev rules leave other veths unmanaged
 LAN, WLAN, WLAN2 = "192.168.77", "192.168.70", "192.168.71"
 # Seconds for NetworkManager to connect both uplinks again in `physical`. The issue's target
@@ -118,6 +120,18 @@ def assert_reconnected_in_physical(wlan: str, after: str) -> None:
     got, took = wait_connected("physical", wlan, RECONNECT)
     assert all(got.values()), f"not reconnected within {RECONNECT:g}s of {after}: {got}\n{diagnose()}"
     print(f"uplinks connected again {took:.1f}s after {after} returned")
+
+
+def physical_servers(want: set[str], timeout: float = 15.0) -> list[str]:
+    """The nameservers of the physical side's resolv.conf, once they are `want` (or at the
+    timeout): NetworkManager writes them after the lease, and the guard copies them."""
+    end = time.monotonic() + timeout
+    while True:
+        text = Path("/etc/netns/physical/resolv.conf").read_text()
+        got = [w[1] for w in (ln.split() for ln in text.splitlines()) if len(w) > 1 and w[0] == "nameserver"]
+        if set(got) == want or time.monotonic() > end:
+            return got
+        time.sleep(0.5)
 
 
 def same_netns(pid: int) -> bool:
@@ -231,6 +245,7 @@ def desk(tmp_path):
              f"--dhcp-range={WLAN}.100,{WLAN}.150,255.255.255.0,2m",
              f"--dhcp-range={WLAN2}.100,{WLAN2}.150,255.255.255.0,2m",
              f"--dhcp-leasefile={tmp_path / 'leases'}", "--log-dhcp", f"--log-facility={dhcp_log}",
+             f"--host-record={PORTAL},{PORTAL_ADDR}",
              "--pid-file="], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
         install_counters(router, ["r-lan", ap1, ap2])
 

@@ -6,7 +6,9 @@ tunnel still carrying bytes: both DHCP leases renew on the physical side (the ro
 dnsmasq acknowledges a renewal), the access point goes away and comes back and the saved
 network reconnects by itself, the user switches to a second network with nmcli. The
 router counts nothing but WireGuard and DHCP from the uplinks throughout, port 53
-included; `systemctl stop` gives NetworkManager its devices back, connected as before.
+included. After the switch the physical side's resolv.conf names the servers of the
+networks NetworkManager is on now, and `nsroute exec` resolves a name there (the captive
+portal's case); `systemctl stop` gives NetworkManager its devices back, connected as before.
 """
 
 from __future__ import annotations
@@ -17,6 +19,9 @@ from pathlib import Path
 
 from .conftest import sh
 from .desk import (
+    LAN,
+    PORTAL,
+    PORTAL_ADDR,
     RECONNECT,
     SSID,
     SSID2,
@@ -27,6 +32,7 @@ from .desk import (
     diagnose,
     main_pid,
     nm_up,
+    physical_servers,
     same_netns,
     start_ap,
     start_unit,
@@ -88,6 +94,14 @@ def test_unit_under_networkmanager_renews_roams_and_reconnects(unit):
 
     assert counter(router, "dns") == 0, "a DNS query reached the router"
     assert_nothing_beyond(router)
+
+    # the physical side's DNS follows the network joined while up (a captive portal's
+    # browser under `nsroute exec` must resolve there): NetworkManager's servers for the
+    # Ethernet and the second network, not the first network's any more
+    got = physical_servers({f"{LAN}.1", f"{WLAN2}.1"})
+    assert set(got) == {f"{LAN}.1", f"{WLAN2}.1"}, f"the physical side's resolv.conf names {got}\n{diagnose()}"
+    p = sh("nsroute", "exec", "--", "getent", "ahostsv4", PORTAL, check=False)
+    assert PORTAL_ADDR in p.stdout, f"exec did not resolve {PORTAL}: {p.stdout}{p.stderr}"
 
     sh("systemctl", "stop", desk["unit"], timeout=180)
     nm = main_pid("NetworkManager.service")

@@ -118,6 +118,8 @@ ip netns exec {ROUTER_NS} sh -e -c '
       --bind-interfaces --dhcp-range=set:cable,192.168.80.100,192.168.80.150,255.255.255.0,1h \\
       --dhcp-range=set:wifi,192.168.81.100,192.168.81.150,255.255.255.0,1h \\
       --dhcp-option=tag:cable,option:router,{ROUTER_IP} --dhcp-option=tag:wifi,option:router,{ROUTER_WIFI_IP} \\
+      --dhcp-option=tag:cable,option:dns-server,{ROUTER_IP} \\
+      --dhcp-option=tag:wifi,option:dns-server,{ROUTER_WIFI_IP} \\
       --dhcp-leasefile=/run/nsroute-test-lan.leases \\
       --pid-file=/run/nsroute-test-lan-dnsmasq.pid
 '

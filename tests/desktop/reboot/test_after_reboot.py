@@ -20,7 +20,7 @@ import time
 
 import pytest
 
-from ..guest.desk import associated, default_via, leased
+from ..guest.desk import associated, default_via, leased, physical_servers
 from .lan import (
     CLIENT_TUNNEL_IP,
     ROUTER_IP,
@@ -175,6 +175,10 @@ def test_tunnel_up_from_boot(booted):
     assert radios(None) == {}, radios(None)
     assert WLAN in sh("ip", "-n", "physical", "-o", "link", "show")
     wait_wifi("physical", "in `physical`")
+    # the physical side's resolv.conf names the servers the two leases brought (at boot
+    # the host has none when `up` runs: NetworkManager's, passed on by the guard)
+    servers = physical_servers({ROUTER_IP, ROUTER_WIFI_IP})
+    assert set(servers) == {ROUTER_IP, ROUTER_WIFI_IP}, f"/etc/netns/physical/resolv.conf names {servers}"
     # the desktop's own namespace has the tunnel and lo only (and hwsim0, the radio
     # simulator's monitor device, which is no uplink: it has no device, stays, and the block drops it)
     links = sh("ip", "-o", "link", "show").split("\n")
