@@ -8,8 +8,8 @@ joins another network while up (the café after home), it names servers of a net
 laptop left. Where NetworkManager runs in `physical` (nmphysical.py) it learns each
 network's servers from DHCP, and although it is told to leave every resolv.conf of the
 host alone (`dns=none`), it writes them to its own no-stub-resolv.conf under
-/run/NetworkManager (every version since 1.26, in every DNS mode; its resolv.conf there
-is not written by the newest versions in that mode). This watch, one more descriptor in
+/run/NetworkManager (1.42 does, shown in the desktop tier; its sources write that file in
+every DNS mode, while its resolv.conf there is not written by the newest versions). This watch, one more descriptor in
 the guard's loop (`Guard.extras`), copies that file into the physical side's each time
 NetworkManager replaces it (inotify on its directory: it writes a temporary file and
 renames it), in place, so a program already running in `physical` sees the change too.
@@ -59,7 +59,7 @@ class Watch:
 
     def ready(self) -> None:
         """Something in NetworkManager's directory was written or renamed (few files change
-        there: looking at resolv.conf each time is simpler than reading the names)."""
+        there: looking at its list of servers each time is simpler than reading the names)."""
         try:
             while os.read(self.fd, 1 << 16):
                 pass
